@@ -1,0 +1,26 @@
+"""kmseg: segment images of any size with K-Means on Dask, writing OME-NGFF Zarr."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("kmseg")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+from pipeline.api import plan, run, segment  # noqa: E402
+from pipeline.config import JobConfig  # noqa: E402
+from pipeline.errors import ConfigError, InputError, KmsegError, OutputError  # noqa: E402
+
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "JobConfig",
+    "KmsegError",
+    "OutputError",
+    "__version__",
+    "plan",
+    "run",
+    "segment",
+]

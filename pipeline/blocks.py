@@ -1,0 +1,31 @@
+"""Helpers to walk the blocks of a chunked image as delayed objects."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import dask.array as da
+
+
+def block_origins(image: da.Array, spatial_ndim: int) -> Iterator[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """Yield ``(block_index, origin, shape)`` for each spatial block of ``image``.
+
+    The channel axis (if any) is never split, so only spatial axes are walked.
+    """
+    chunks = image.chunks[:spatial_ndim]
+    starts = [[sum(c[:i]) for i in range(len(c))] for c in chunks]
+    for index in itertools.product(*[range(len(c)) for c in chunks]):
+        origin = tuple(starts[d][i] for d, i in enumerate(index))
+        shape = tuple(chunks[d][i] for d, i in enumerate(index))
+        yield index, origin, shape
+
+
+def spatial_block_keys(image: da.Array, spatial_ndim: int) -> list:
+    """Delayed objects of each block, in the order of :func:`block_origins`."""
+    delayed = image.to_delayed()
+    out = []
+    for index, _, _ in block_origins(image, spatial_ndim):
+        full = index + (0,) * (image.ndim - spatial_ndim)
+        out.append(delayed[full])
+    return out

@@ -1,0 +1,52 @@
+"""Choosing chunk shapes from a memory target (pure arithmetic)."""
+
+from __future__ import annotations
+
+import math
+
+#: Granularity of chunk sides when the storage has no tiles of its own.
+DEFAULT_ALIGN = 64
+
+
+def choose_chunks(
+    spatial_shape: tuple[int, ...],
+    itemsize: int,
+    n_channels: int,
+    target_bytes: float,
+    native: tuple[int, ...] | None = None,
+) -> tuple[int, ...]:
+    """Spatial chunk shape of about ``target_bytes`` per chunk.
+
+    Chunks are (hyper)cubes aligned to the native storage chunks where known, or to
+    :data:`DEFAULT_ALIGN` pixels, and never larger than the image.
+
+    Parameters
+    ----------
+    spatial_shape : tuple of int
+        Image shape without the channel axis.
+    itemsize, n_channels : int
+        Bytes per value and values per pixel.
+    target_bytes : float
+        Desired bytes of input per chunk.
+    native : tuple of int, optional
+        Storage chunk (tile) shape, spatial axes only.
+    """
+    ndim = len(spatial_shape)
+    pixels = max(1.0, target_bytes / (itemsize * n_channels))
+    if native is not None and all(n >= s for n, s in zip(native, spatial_shape, strict=True)):
+        # Formats that cannot read regions (PNG, JPEG): one chunk if it is not huge.
+        if math.prod(spatial_shape) <= 4 * pixels:
+            return tuple(spatial_shape)
+        native = None
+    chunks = [0] * ndim
+    remaining = pixels
+    # Short axes first, so what they cannot take goes to the longer ones.
+    order = sorted(range(ndim), key=lambda a: spatial_shape[a])
+    for n_left, axis in zip(range(ndim, 0, -1), order, strict=True):
+        side = remaining ** (1.0 / n_left)
+        align = native[axis] if native is not None else DEFAULT_ALIGN
+        align = max(1, min(align, spatial_shape[axis]))
+        size = min(max(align, int(side // align) * align), spatial_shape[axis])
+        chunks[axis] = size
+        remaining = max(1.0, remaining / size)
+    return tuple(chunks)

@@ -1,0 +1,226 @@
+"""The job configuration: one typed object, loaded in layers and validated once.
+
+Layers, later ones winning: defaults → YAML file → ``KMSEG_*`` environment variables → explicit
+overrides (the CLI's flags). Every key can be set in each layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+ENGINE_NAMES = ("auto", "exact", "dask-ml", "sample")
+SCHEDULERS = ("threads", "processes", "synchronous")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything that defines a segmentation job.
+
+    Attributes
+    ----------
+    inputs : list of str
+        Image paths, globs or folders.
+    output : str
+        Output Zarr store (one input) or folder group holding one store per input.
+    k : int
+        Number of clusters.
+    engine : str
+        ``auto``, ``exact``, ``dask-ml`` or ``sample``.
+    random_state : int or None
+        Seed for initialisation and sampling.
+    sample : int or None
+        Fit on this many pixels drawn reproducibly across chunks.
+    max_iter, tol, n_init : int, float, int
+        K-Means iteration limits and restarts.
+    colour_space : str
+        ``rgb`` or ``lab`` (RGB inputs only).
+    spatial_weight : float
+        Weight of pixel coordinates appended to the features (0 = colour only).
+    level, series : int
+        Pyramid level and series of TIFF/OME-Zarr inputs.
+    array_path : str or None
+        Array inside a Zarr group input.
+    chunks : list of int or None
+        Spatial chunk shape; chosen from ``chunk_mb`` when unset.
+    chunk_mb : float
+        Target size of one chunk of the input in MiB.
+    pyramid_levels : int or None
+        Number of output levels; chosen from the image size when unset.
+    overwrite : bool
+        Replace an existing output store.
+    scheduler : str or None
+        Address of a running Dask scheduler (``tcp://host:8786``); local execution when unset.
+    local_scheduler : str
+        Local execution: ``threads`` (default), ``processes`` (a LocalCluster) or
+        ``synchronous``.
+    n_workers : int or None
+        Workers (``processes``) or threads (``threads``) for local execution.
+    quiet : bool
+        No progress bar.
+    """
+
+    inputs: list[str] = field(default_factory=list)
+    output: str = ""
+    k: int = 4
+    engine: str = "auto"
+    random_state: int | None = 0
+    sample: int | None = None
+    max_iter: int = 300
+    tol: float = 1e-4
+    n_init: int = 10
+    colour_space: str = "rgb"
+    spatial_weight: float = 0.0
+    level: int = 0
+    series: int = 0
+    array_path: str | None = None
+    chunks: list[int] | None = None
+    chunk_mb: float = 32.0
+    pyramid_levels: int | None = None
+    overwrite: bool = False
+    scheduler: str | None = None
+    local_scheduler: str = "threads"
+    n_workers: int | None = None
+    quiet: bool = False
+
+    def validate(self) -> JobConfig:
+        """Return ``self`` after checking every value; raise :class:`ConfigError` otherwise."""
+        if not self.inputs:
+            raise ConfigError("no input given")
+        if not self.output:
+            raise ConfigError("no output given (-o OUT.zarr)")
+        if self.k < 1:
+            raise ConfigError(f"k must be at least 1, got {self.k}")
+        if self.k > 65535:
+            raise ConfigError(f"k must be at most 65535, got {self.k}")
+        if self.engine not in ENGINE_NAMES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
+        if self.colour_space not in ("rgb", "lab"):
+            raise ConfigError(f"colour_space must be 'rgb' or 'lab', got {self.colour_space!r}")
+        if self.spatial_weight < 0:
+            raise ConfigError("spatial_weight must be >= 0")
+        if self.sample is not None and self.sample < 1:
+            raise ConfigError("sample must be a positive number of pixels")
+        if self.local_scheduler not in SCHEDULERS:
+            raise ConfigError(f"local_scheduler must be one of {', '.join(SCHEDULERS)}")
+        if self.chunks is not None and any(c < 1 for c in self.chunks):
+            raise ConfigError("chunks must be positive")
+        if self.chunk_mb <= 0:
+            raise ConfigError("chunk_mb must be positive")
+        if self.max_iter < 1 or self.n_init < 1 or self.tol < 0:
+            raise ConfigError("max_iter and n_init must be >= 1 and tol >= 0")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every key (recorded in output metadata)."""
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in fields(JobConfig)}
+_TYPES = get_type_hints(JobConfig)
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert a value given as text (environment, CLI) or YAML to the key's type."""
+    if key not in _FIELDS:
+        raise ConfigError(f"unknown config key {key!r}")
+    hint = str(_TYPES[key])
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if "None" in hint:
+            return None
+        raise ConfigError(f"{key} cannot be empty")
+    try:
+        if "list[str]" in hint:
+            return [value] if isinstance(value, str) else [str(v) for v in value]
+        if "list[int]" in hint:
+            if isinstance(value, str):
+                value = value.replace("x", ",").split(",")
+            return [int(v) for v in value]
+        if hint.startswith("bool") or hint == "<class 'bool'>":
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if "int" in hint and "float" not in hint:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if "float" in hint:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid value for {key}: {value!r}") from None
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML job file into a dict of config keys (``input`` is accepted for ``inputs``)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a job file must be a mapping of keys to values")
+    if "input" in data:
+        data["inputs"] = data.pop("input")
+    base = Path(path).parent
+    for key in ("inputs", "output"):
+        if key in data:
+            data[key] = _relative_to(base, data[key])
+    return data
+
+
+def _relative_to(base: Path, value: Any) -> Any:
+    """Resolve relative local paths in a job file against the file's folder."""
+    if isinstance(value, list):
+        return [_relative_to(base, v) for v in value]
+    if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
+        return str(base / value)
+    return value
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Config keys from ``KMSEG_<KEY>`` variables (and ``DASK_SCHEDULER_ADDRESS``)."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    if environ.get("DASK_SCHEDULER_ADDRESS"):
+        out["scheduler"] = environ["DASK_SCHEDULER_ADDRESS"]
+    for key in _FIELDS:
+        name = "KMSEG_" + key.upper()
+        if name in environ:
+            value: Any = environ[name]
+            if key == "inputs":
+                value = value.split(os.pathsep)
+            out[key] = value
+    return out
+
+
+def build_config(
+    *layers: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> JobConfig:
+    """Merge defaults, the given layers (in order) with the environment before the last layer.
+
+    Typical call: ``build_config(yaml_dict, cli_overrides)``.
+    """
+    merged: dict[str, Any] = {}
+    ordered = [*layers[:-1], from_environment(environ), *layers[-1:]] if layers else [
+        from_environment(environ)
+    ]
+    for layer in ordered:
+        for key, value in layer.items():
+            merged[key] = coerce(key, value)
+    return JobConfig(**merged).validate()

@@ -1,0 +1,76 @@
+"""The fitting-engine interface.
+
+An engine fits K-Means centres in two steps so that a job over several images runs in few
+computes:
+
+1. ``summarise`` returns a lazy Dask collection (or ``None``) describing the pixels: the
+   summaries of all inputs are computed together, in one graph;
+2. ``fit`` turns that computed summary into centres; iterative engines may compute further.
+
+Centres are always in feature units (see :mod:`pipeline.features`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import dask.array as da
+import numpy as np
+
+from pipeline.features import FeatureSpec
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """Parameters shared by all engines."""
+
+    k: int
+    random_state: int | None = 0
+    sample: int | None = None
+    max_iter: int = 300
+    tol: float = 1e-4
+    n_init: int = 10
+
+
+@dataclass
+class FitResult:
+    """Centres found by an engine.
+
+    Attributes
+    ----------
+    centres : ndarray, shape (k, n_features)
+        Cluster centres in feature units, float64.
+    engine : str
+        Name of the engine that produced them.
+    n_iter : int or None
+        Iterations of the final run, where the engine reports them.
+    optimal : bool
+        True when the centres are proven globally optimal (1-D dynamic programming).
+    labeller : object or None
+        Optional picklable ``labeller(block, origin) -> labels`` (1..k, 0 for no data) that is
+        faster than nearest-centre search (a lookup table, say).
+    info : dict
+        Engine-specific facts recorded in the output metadata.
+    """
+
+    centres: np.ndarray
+    engine: str
+    n_iter: int | None = None
+    optimal: bool = False
+    labeller: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What every fitting engine provides."""
+
+    name: str
+
+    def summarise(self, image: da.Array, spec: FeatureSpec, params: FitParams) -> Any:
+        """Return a lazy Dask collection summarising the pixels, or ``None``."""
+
+    def fit(
+        self, summary: Any, image: da.Array, spec: FeatureSpec, params: FitParams
+    ) -> FitResult:
+        """Return centres from the computed summary."""

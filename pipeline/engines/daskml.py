@@ -1,0 +1,85 @@
+"""The dask-ml engine: Lloyd iterations across the workers on a Dask feature matrix."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+
+from pipeline.blocks import block_origins, spatial_block_keys
+from pipeline.engines.base import FitParams, FitResult
+from pipeline.errors import ConfigError
+from pipeline.features import FeatureSpec
+from pipeline.sampling import sample_features
+
+#: Feature matrices up to this size are persisted in worker memory for the iterations;
+#: larger ones are re-read from storage on each pass, keeping memory flat.
+PERSIST_LIMIT_BYTES = 2 * 1024**3
+
+
+def _valid_features(block: np.ndarray, spec: FeatureSpec, origin) -> np.ndarray:
+    feats, valid = spec.block_features(block, origin)
+    return feats if valid.all() else feats[valid]
+
+
+def feature_matrix(image: da.Array, spec: FeatureSpec) -> da.Array:
+    """Lazy ``(n_valid_pixels, n_features)`` float32 matrix, one row-chunk per image block.
+
+    Row counts are unknown (NaN) when the image may hold no-data pixels.
+    """
+    spatial_ndim = len(spec.spatial_shape)
+    may_have_nan = np.dtype(spec.dtype).kind == "f"
+    fn = dask.delayed(_valid_features, pure=True)
+    parts = []
+    for block, (_, origin, shape) in zip(
+        spatial_block_keys(image, spatial_ndim), block_origins(image, spatial_ndim), strict=True
+    ):
+        rows = np.nan if may_have_nan else int(np.prod(shape))
+        parts.append(
+            da.from_delayed(fn(block, spec, origin), shape=(rows, spec.n_features), dtype=np.float32)
+        )
+    return da.concatenate(parts, axis=0)
+
+
+class DaskMLEngine:
+    """dask-ml's KMeans (k-means|| initialisation, Lloyd iterations on the cluster)."""
+
+    name = "dask-ml"
+
+    def summarise(self, image: da.Array, spec: FeatureSpec, params: FitParams):
+        if params.sample:
+            return sample_features(image, spec, params.sample, params.random_state)
+        return None
+
+    def fit(self, summary, image: da.Array, spec: FeatureSpec, params: FitParams) -> FitResult:
+        from dask_ml.cluster import KMeans
+
+        if summary is not None:
+            rows = np.asarray(summary, dtype=np.float32)
+            X = da.from_array(rows, chunks=(max(1, -(-len(rows) // 8)), rows.shape[1]))
+            persisted = False
+        else:
+            X = feature_matrix(image, spec)
+            persisted = X.nbytes < PERSIST_LIMIT_BYTES if not np.isnan(X.shape[0]) else (
+                image.nbytes * 4 < PERSIST_LIMIT_BYTES
+            )
+            if persisted:
+                X = X.persist()
+            if np.isnan(X.shape[0]):
+                X = X.compute_chunk_sizes()
+        n_rows = X.shape[0]
+        if n_rows < params.k:
+            raise ConfigError(f"k={params.k} is larger than the {n_rows} pixels with data")
+        model = KMeans(
+            n_clusters=params.k,
+            random_state=params.random_state,
+            max_iter=params.max_iter,
+            tol=params.tol,
+        )
+        model.fit(X)
+        return FitResult(
+            centres=np.asarray(model.cluster_centers_, dtype=np.float64),
+            engine=self.name,
+            n_iter=int(model.n_iter_),
+            info={"fit_rows": int(n_rows), "persisted": bool(persisted)},
+        )

@@ -1,0 +1,32 @@
+"""Exceptions and warnings raised by kmseg.
+
+Every error a user can cause derives from :class:`KmsegError`; the CLI prints its message on one
+line and exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class KmsegError(Exception):
+    """Base class for errors caused by input, configuration or environment."""
+
+
+class InputError(KmsegError):
+    """An input file is missing, unreadable, corrupt or of an unsupported shape."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ConfigError(KmsegError):
+    """A configuration value is invalid."""
+
+
+class OutputError(KmsegError):
+    """The output cannot be written (exists without overwrite, not writable, ...)."""
+
+
+class KmsegWarning(UserWarning):
+    """Warnings emitted by kmseg (turned into errors in the test-suite)."""

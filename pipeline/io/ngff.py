@@ -1,0 +1,151 @@
+"""OME-NGFF 0.5 (Zarr v3) output: a recoloured multiscale image with a label image.
+
+Layout of one output group::
+
+    OUT/                 multiscale image (c, [z,] y, x): the recoloured pixels, levels 0..n-1
+    OUT/labels/          {"ome": {"labels": ["clusters"]}}
+    OUT/labels/clusters  multiscale label image ([z,] y, x), 0 = no data, 1..k = clusters
+
+Arrays are created on the client (metadata only); pixels are written by Dask tasks whose chunks
+equal the Zarr chunks, so no two tasks ever write one chunk. ``write_*`` functions return lazy
+Dask objects and never compute (``compute=False`` in ome-zarr's terms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from pipeline.io.pyramid import downsample_image, downsample_labels
+
+NGFF_VERSION = "0.5"
+LABEL_NAME = "clusters"
+
+
+@dataclass(frozen=True)
+class SpatialMeta:
+    """Axis names, physical spacing and unit of the spatial axes."""
+
+    axes: str  # "yx" or "zyx"
+    spacing: tuple[float, ...]
+    unit: str | None = None
+
+
+def _axes(spatial: SpatialMeta, with_channel: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"name": "c", "type": "channel"}] if with_channel else []
+    for name in spatial.axes:
+        axis: dict[str, Any] = {"name": name, "type": "space"}
+        if spatial.unit:
+            axis["unit"] = spatial.unit
+        out.append(axis)
+    return out
+
+
+def _multiscale(name: str, spatial: SpatialMeta, n_levels: int, with_channel: bool) -> dict:
+    datasets = []
+    for level in range(n_levels):
+        factor = [1.0] * (len(spatial.axes) - 2) + [2.0**level] * 2
+        scale = [float(s) * f for s, f in zip(spatial.spacing, factor, strict=True)]
+        datasets.append(
+            {
+                "path": str(level),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": ([1.0] if with_channel else []) + scale}
+                ],
+            }
+        )
+    return {"name": name, "axes": _axes(spatial, with_channel), "datasets": datasets}
+
+
+def _store(source: da.Array, target: zarr.Array) -> Any:
+    source = source.rechunk(target.chunks)
+    return da.store(source, target, lock=False, compute=False, return_stored=False)
+
+
+def chunk_shape(dask_chunks: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    """The Zarr chunk shape matching a Dask array's (first) chunks."""
+    return tuple(max(c[0], 1) for c in dask_chunks)
+
+
+def write_image_pyramid(
+    group: zarr.Group,
+    image: da.Array,
+    spatial: SpatialMeta,
+    n_levels: int,
+    *,
+    name: str,
+) -> list[Any]:
+    """Create the multiscale image arrays in ``group`` and return lazy store tasks.
+
+    ``image`` has spatial axes first and an optional trailing channel axis; it is stored with
+    the channel axis first as NGFF requires.
+    """
+    spatial_ndim = len(spatial.axes)
+    with_channel = image.ndim > spatial_ndim
+    tasks = []
+    level_image = image
+    for level in range(n_levels):
+        if level:
+            level_image = downsample_image(level_image, spatial_ndim)
+        stored = da.moveaxis(level_image, -1, 0) if with_channel else level_image
+        chunks = chunk_shape(image.chunks[:spatial_ndim])
+        chunks = ((image.shape[-1],) if with_channel else ()) + chunks
+        chunks = tuple(min(c, s) for c, s in zip(chunks, stored.shape, strict=True))
+        target = group.create_array(
+            str(level), shape=stored.shape, dtype=stored.dtype, chunks=chunks,
+            fill_value=0, dimension_names=[a["name"] for a in _axes(spatial, with_channel)],
+        )
+        tasks.append(_store(stored, target))
+    group.attrs["ome"] = {
+        "version": NGFF_VERSION,
+        "multiscales": [_multiscale(name, spatial, n_levels, with_channel)],
+    }
+    return tasks
+
+
+def write_label_pyramid(
+    image_group: zarr.Group,
+    labels: da.Array,
+    spatial: SpatialMeta,
+    n_levels: int,
+    colours: list[dict[str, Any]],
+    properties: list[dict[str, Any]] | None = None,
+) -> list[Any]:
+    """Create ``labels/clusters`` in ``image_group`` and return lazy store tasks."""
+    labels_group = image_group.require_group("labels")
+    labels_group.attrs["ome"] = {"version": NGFF_VERSION, "labels": [LABEL_NAME]}
+    group = labels_group.require_group(LABEL_NAME)
+    tasks = []
+    level_labels = labels
+    chunks = chunk_shape(labels.chunks)
+    for level in range(n_levels):
+        if level:
+            level_labels = downsample_labels(level_labels)
+        target = group.create_array(
+            str(level), shape=level_labels.shape, dtype=level_labels.dtype,
+            chunks=tuple(min(c, s) for c, s in zip(chunks, level_labels.shape, strict=True)),
+            fill_value=0, dimension_names=list(spatial.axes),
+        )
+        tasks.append(_store(level_labels, target))
+    image_label: dict[str, Any] = {"colors": colours, "source": {"image": "../../"}}
+    if properties:
+        image_label["properties"] = properties
+    group.attrs["ome"] = {
+        "version": NGFF_VERSION,
+        "image-label": image_label,
+        "multiscales": [_multiscale(LABEL_NAME, spatial, n_levels, with_channel=False)],
+    }
+    return tasks
+
+
+def label_colours(display_rgb: np.ndarray) -> list[dict[str, Any]]:
+    """``image-label`` colours: label 0 transparent, label i the i-th centre's colour."""
+    colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
+    for i, rgb in enumerate(np.asarray(display_rgb), start=1):
+        r, g, b = (int(np.clip(round(float(v) * 255), 0, 255)) for v in rgb)
+        colours.append({"label-value": i, "rgba": [r, g, b, 255]})
+    return colours

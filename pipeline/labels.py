@@ -1,0 +1,146 @@
+"""Blockwise labelling, recolouring and per-cluster statistics.
+
+All functions build lazy Dask arrays; labels never leave the workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+
+from pipeline.blocks import block_origins, spatial_block_keys
+from pipeline.features import FeatureSpec
+
+#: Rows per batch in nearest-centre search, bounding the (rows, k) distance matrix.
+_BATCH_ROWS = 1 << 18
+
+
+def label_dtype(k: int) -> np.dtype:
+    """uint8 for k ≤ 255, else uint16 (label 0 is reserved for pixels without data)."""
+    return np.dtype(np.uint8 if k <= 255 else np.uint16)
+
+
+def nearest_centre(feats: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the nearest centre and the squared distance to it, for each row of ``feats``."""
+    feats = np.asarray(feats, dtype=np.float64)
+    centres = np.asarray(centres, dtype=np.float64)
+    c_sq = (centres**2).sum(axis=1)
+    index = np.empty(len(feats), dtype=np.intp)
+    dist = np.empty(len(feats), dtype=np.float64)
+    for start in range(0, len(feats), _BATCH_ROWS):
+        chunk = feats[start : start + _BATCH_ROWS]
+        d = (chunk**2).sum(axis=1)[:, None] - 2.0 * chunk @ centres.T + c_sq[None, :]
+        idx = d.argmin(axis=1)
+        index[start : start + len(chunk)] = idx
+        dist[start : start + len(chunk)] = np.maximum(d[np.arange(len(chunk)), idx], 0.0)
+    return index, dist
+
+
+@dataclass(frozen=True, eq=False)
+class NearestCentreLabeller:
+    """Labels each pixel with its nearest centre: 1..k, 0 where there is no data."""
+
+    spec: FeatureSpec
+    centres: np.ndarray
+
+    def __call__(self, block: np.ndarray, origin: tuple[int, ...]) -> np.ndarray:
+        feats, valid = self.spec.block_features(block, origin)
+        index, _ = nearest_centre(feats, self.centres)
+        labels = (index + 1).astype(label_dtype(len(self.centres)))
+        labels[~valid] = 0
+        return labels.reshape(block.shape[: len(self.spec.spatial_shape)])
+
+
+def _label_block(block: np.ndarray, labeller, spatial_ndim: int, block_info=None) -> np.ndarray:
+    origin = tuple(loc[0] for loc in block_info[0]["array-location"][:spatial_ndim])
+    return labeller(block, origin)
+
+
+def label_image(image: da.Array, spec: FeatureSpec, labeller, k: int) -> da.Array:
+    """Lazy label image (spatial shape of ``image``)."""
+    spatial_ndim = len(spec.spatial_shape)
+    drop = list(range(spatial_ndim, image.ndim))
+    return da.map_blocks(
+        _label_block,
+        image,
+        labeller=labeller,
+        spatial_ndim=spatial_ndim,
+        drop_axis=drop,
+        dtype=label_dtype(k),
+        meta=np.empty((0,) * spatial_ndim, dtype=label_dtype(k)),
+        name="labels-" + dask.base.tokenize(image.name, labeller, k),
+    )
+
+
+def palette(spec: FeatureSpec, centres: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Colours for labels 0..k in the input's dtype: row 0 (no data) is NaN or 0."""
+    dtype = np.dtype(dtype)
+    values = spec.to_input_units(centres)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    table = np.zeros((len(centres) + 1, values.shape[1]), dtype=np.float64)
+    table[0] = np.nan if dtype.kind == "f" else 0
+    table[1:] = values
+    return table.astype(dtype)
+
+
+def _recolour_block(block: np.ndarray, labels: np.ndarray, table: np.ndarray, spec: FeatureSpec):
+    if labels.ndim == block.ndim and block.ndim > len(spec.spatial_shape):
+        labels = labels[..., 0]
+    colours = table[labels]
+    if not spec.channels:  # single channel: same shape as the block
+        return colours.reshape(block.shape)
+    out = block.copy()
+    out[..., list(spec.channels)] = colours
+    return out
+
+
+def recolour(labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.ndarray) -> da.Array:
+    """Lazy recoloured image: each pixel replaced by its centre; channels not used as
+    features (alpha) pass through unchanged."""
+    aligned = labels if image.ndim == labels.ndim else labels[..., None]
+    return da.map_blocks(
+        _recolour_block,
+        image,
+        aligned,
+        table=table,
+        spec=spec,
+        dtype=image.dtype,
+        meta=np.empty((0,) * image.ndim, image.dtype),
+    )
+
+
+def _block_stats(block: np.ndarray, labels: np.ndarray, spec: FeatureSpec, centres: np.ndarray,
+                 origin: tuple[int, ...]) -> np.ndarray:
+    feats, valid = spec.block_features(block, origin)
+    flat = labels.reshape(-1).astype(np.intp)
+    k = len(centres)
+    ext = np.vstack([np.zeros((1, centres.shape[1])), centres])
+    sq = ((feats.astype(np.float64) - ext[flat]) ** 2).sum(axis=1)
+    sq[~valid] = 0
+    out = np.zeros((2, k + 1), dtype=np.float64)
+    out[0] = np.bincount(flat, minlength=k + 1)
+    out[1] = np.bincount(flat, weights=sq, minlength=k + 1)
+    return out
+
+
+def cluster_stats(image: da.Array, labels: da.Array, spec: FeatureSpec, centres: np.ndarray) -> da.Array:
+    """Lazy ``(2, k+1)`` array: pixel count and sum of squared feature distances per label.
+
+    Column 0 counts pixels without data. Shares the reading and labelling tasks with the
+    writers when computed together.
+    """
+    spatial_ndim = len(spec.spatial_shape)
+    k = len(centres)
+    img_blocks = spatial_block_keys(image, spatial_ndim)
+    lab_blocks = spatial_block_keys(labels, spatial_ndim)
+    stat = dask.delayed(_block_stats, pure=True)
+    parts = [
+        da.from_delayed(stat(b, lb, spec, centres, origin), shape=(2, k + 1), dtype=np.float64)
+        for b, lb, (_, origin, _) in zip(img_blocks, lab_blocks, block_origins(image, spatial_ndim), strict=True)
+    ]
+    return da.stack(parts).sum(axis=0, split_every=16)

@@ -1,0 +1,308 @@
+"""A job as a plan built first and executed separately.
+
+:func:`build_plan` opens every input's metadata, checks the output and chooses chunks; it reads
+no pixels. :meth:`Plan.execute` runs the stages, each over all inputs at once:
+
+1. data ranges of floating-point inputs (one compute, only when there are any);
+2. engine summaries (one compute);
+3. fits (iterative engines run side by side);
+4. labels, recoloured pyramid, label pyramid and per-cluster statistics (one compute);
+5. metadata, with the output marked complete last.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from pipeline import __version__
+from pipeline.chunking import choose_chunks
+from pipeline.config import JobConfig
+from pipeline.engines import FitParams, FitResult, select_engine
+from pipeline.errors import InputError
+from pipeline.execution import Executor
+from pipeline.features import FeatureSpec, make_feature_spec
+from pipeline.io.ngff import SpatialMeta, label_colours, write_image_pyramid, write_label_pyramid
+from pipeline.io.pyramid import n_levels
+from pipeline.labels import NearestCentreLabeller, cluster_stats, label_image, palette, recolour
+from pipeline.outputs import check_output, create_root, unique_names
+from pipeline.readers import ImageSource, expand_inputs, open_image
+
+
+@dataclass
+class ImageJob:
+    """One input of a plan and what is decided for it before any pixel is read."""
+
+    name: str
+    source: ImageSource
+    image: da.Array
+    group_path: str
+    spec: FeatureSpec | None = None
+    fit: FitResult | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SegmentationResult:
+    """What one input's segmentation produced (also written to the output metadata)."""
+
+    name: str
+    output: str
+    k: int
+    engine: str
+    centres: np.ndarray
+    centres_features: np.ndarray
+    mse: float
+    inertia: float
+    counts: np.ndarray
+    no_data: int
+    metadata: dict[str, Any]
+
+
+@dataclass
+class Plan:
+    """Everything decided for a job; :meth:`execute` runs it."""
+
+    config: JobConfig
+    jobs: list[ImageJob]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.jobs) > 1
+
+    def execute(self, executor: Executor) -> list[SegmentationResult]:
+        """Run the job and return one result per input."""
+        params = FitParams(
+            k=self.config.k,
+            random_state=self.config.random_state,
+            sample=self.config.sample,
+            max_iter=self.config.max_iter,
+            tol=self.config.tol,
+            n_init=self.config.n_init,
+        )
+        started = time.perf_counter()
+        self._make_specs(executor)
+        engines = {
+            job.name: select_engine(self.config.engine, job.image, job.spec, params)
+            for job in self.jobs
+        }
+        t0 = time.perf_counter()
+        lazy = {job.name: engines[job.name].summarise(job.image, job.spec, params) for job in self.jobs}
+        pending = [name for name, value in lazy.items() if value is not None]
+        if pending:
+            values = executor.compute(*[lazy[n] for n in pending], label="summarising")
+            lazy.update(zip(pending, values, strict=True))
+        summary_s = time.perf_counter() - t0
+
+        def fit(job: ImageJob) -> FitResult:
+            return engines[job.name].fit(lazy[job.name], job.image, job.spec, params)
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=max(1, len(self.jobs))) as pool:
+            for job, result in zip(self.jobs, pool.map(fit, self.jobs), strict=True):
+                job.fit = result
+        fit_s = time.perf_counter() - t0
+        for job in self.jobs:
+            job.timings.update(summary_s=summary_s, fit_s=fit_s)
+        return self._write(executor, started)
+
+    def _make_specs(self, executor: Executor) -> None:
+        floats = [job for job in self.jobs if job.source.dtype.kind == "f"]
+        ranges: dict[str, tuple[float, float]] = {}
+        if floats:
+            t0 = time.perf_counter()
+            lazy = []
+            for job in floats:
+                values = _feature_channels(job)
+                lazy += [da.nanmin(values), da.nanmax(values)]
+            values = executor.compute(*lazy, label="finding data ranges")
+            for i, job in enumerate(floats):
+                low, high = float(values[2 * i]), float(values[2 * i + 1])
+                if not (np.isfinite(low) and np.isfinite(high)):
+                    raise InputError(job.source.path, "the image holds no finite values")
+                ranges[job.name] = (low, high)
+                job.timings["range_s"] = time.perf_counter() - t0
+        for job in self.jobs:
+            job.spec = make_feature_spec(
+                job.source.dtype,
+                job.source.n_channels,
+                job.source.spatial_shape,
+                has_alpha=job.source.has_alpha,
+                data_range=ranges.get(job.name),
+                colour_space=self.config.colour_space,  # type: ignore[arg-type]
+                spatial_weight=self.config.spatial_weight,
+            )
+
+    def _write(self, executor: Executor, started: float) -> list[SegmentationResult]:
+        t0 = time.perf_counter()
+        root = create_root(self.config.output, self.config.overwrite)
+        root.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
+        tasks: list[Any] = []
+        stats = []
+        for job in self.jobs:
+            assert job.fit is not None and job.spec is not None
+            group = root.require_group(job.name) if self.multi else root
+            group.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
+            centres = job.fit.centres
+            labeller = job.fit.labeller or NearestCentreLabeller(job.spec, centres)
+            labels = label_image(job.image, job.spec, labeller, len(centres))
+            table = palette(job.spec, centres, job.source.dtype)
+            recoloured = recolour(labels, job.image, job.spec, table)
+            spatial = SpatialMeta(
+                axes=job.source.axes.replace("c", ""),
+                spacing=job.source.spacing,
+                unit=job.source.unit,
+            )
+            levels = n_levels(job.source.spatial_shape, self.config.pyramid_levels)
+            tasks += write_image_pyramid(group, recoloured, spatial, levels, name=job.name)
+            tasks += write_label_pyramid(
+                group, labels, spatial, levels, label_colours(_display_rgb(job.spec, centres))
+            )
+            stats.append(cluster_stats(job.image, labels, job.spec, centres))
+        computed = executor.compute(*stats, *tasks, label="labelling and writing")
+        write_s = time.perf_counter() - t0
+        results = []
+        for job, stat in zip(self.jobs, computed[: len(stats)], strict=True):
+            job.timings["label_write_s"] = write_s
+            job.timings["total_s"] = time.perf_counter() - started
+            result = _result(self.config, job, stat)
+            group = root[job.name] if self.multi else root
+            group.attrs["kmseg"] = result.metadata
+            results.append(result)
+        root.attrs["kmseg"] = (
+            {
+                "version": __version__,
+                "status": "complete",
+                "outputs": [job.name for job in self.jobs],
+                "config": self.config.to_dict(),
+            }
+            if self.multi
+            else results[0].metadata
+        )
+        return results
+
+
+def _feature_channels(job: ImageJob) -> da.Array:
+    if job.source.axes.endswith("c"):
+        n = job.source.n_channels - (1 if job.source.has_alpha else 0)
+        return job.image[..., :n]
+    return job.image
+
+
+def _display_rgb(spec: FeatureSpec, centres: np.ndarray) -> np.ndarray:
+    """Centre colours in [0, 1] for display (grey for one channel, first three otherwise)."""
+    if spec.colour_space == "lab":
+        return np.clip(spec.to_input_units(centres) - spec.low, 0, None) / spec.scale
+    values = np.clip(centres[:, : spec.n_value_features], 0, 1)
+    if values.shape[1] >= 3:
+        return values[:, :3]
+    return np.repeat(values[:, :1], 3, axis=1)
+
+
+def _result(config: JobConfig, job: ImageJob, stat: np.ndarray) -> SegmentationResult:
+    fit = job.fit
+    assert fit is not None and job.spec is not None
+    counts = stat[0, 1:].astype(np.int64)
+    inertia = float(stat[1, 1:].sum())
+    n_valid = int(counts.sum())
+    mse = inertia / n_valid if n_valid else float("nan")
+    centres_input = job.spec.to_input_units(fit.centres)
+    metadata = {
+        "version": __version__,
+        "status": "complete",
+        "k": int(len(fit.centres)),
+        "engine": fit.engine,
+        "optimal": bool(fit.optimal),
+        "n_iter": fit.n_iter,
+        "random_state": config.random_state,
+        "mse": mse,
+        "inertia": inertia,
+        "pixels_per_cluster": counts.tolist(),
+        "pixels_without_data": int(stat[0, 0]),
+        "centres": centres_input.tolist(),
+        "centres_features": fit.centres.tolist(),
+        "features": {
+            "colour_space": job.spec.colour_space,
+            "spatial_weight": job.spec.spatial_weight,
+            "channels": list(job.spec.channels),
+            "scaled_from": [job.spec.low, job.spec.high],
+        },
+        "engine_info": fit.info,
+        "input": job.source.describe(),
+        "chunks": [list(c[:1]) for c in job.image.chunks],
+        "timings": {k: round(v, 4) for k, v in job.timings.items()},
+        "config": config.to_dict(),
+    }
+    return SegmentationResult(
+        name=job.name,
+        output=config.output if len(config.inputs) == 1 else f"{config.output}/{job.name}",
+        k=int(len(fit.centres)),
+        engine=fit.engine,
+        centres=centres_input,
+        centres_features=fit.centres,
+        mse=mse,
+        inertia=inertia,
+        counts=counts,
+        no_data=int(stat[0, 0]),
+        metadata=_jsonable(metadata),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> Plan:
+    """Open every input's metadata, check the output and choose chunks; read no pixels.
+
+    ``sources`` replaces opening ``config.inputs`` (used for in-memory arrays).
+    """
+    config = config.validate()
+    if sources is None:
+        paths = expand_inputs(config.inputs)
+        sources = [
+            open_image(p, level=config.level, series=config.series, array_path=config.array_path)
+            for p in paths
+        ]
+    check_output(config.output, config.overwrite, [s.path for s in sources])
+    names = unique_names([s.path for s in sources])
+    jobs = []
+    for name, source in zip(names, sources, strict=True):
+        native = source.native_chunks[: source.spatial_ndim] if source.native_chunks else None
+        chunks = (
+            tuple(config.chunks)
+            if config.chunks
+            else choose_chunks(
+                source.spatial_shape,
+                source.dtype.itemsize,
+                source.n_channels,
+                config.chunk_mb * 2**20,
+                native,
+            )
+        )
+        if len(chunks) != source.spatial_ndim:
+            raise InputError(source.path, f"chunks {list(chunks)} do not match its {source.spatial_ndim} spatial axes")
+        jobs.append(
+            ImageJob(
+                name=name,
+                source=source,
+                image=source.to_dask(chunks),
+                group_path=name if len(sources) > 1 else "",
+            )
+        )
+    return Plan(config=config, jobs=jobs)

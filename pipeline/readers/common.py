@@ -1,0 +1,253 @@
+"""Helpers shared by the readers: region keys, axis mapping, errors, caches and units."""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+#: OME-NGFF space unit for each spelling found in TIFF, OME-XML, ImageJ, NIfTI and Zarr metadata.
+_UNIT_ALIASES = {
+    "angstrom": "angstrom",
+    "å": "angstrom",
+    "nanometer": "nanometer",
+    "nm": "nanometer",
+    "micrometer": "micrometer",
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "um": "micrometer",
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "\\u00b5m": "micrometer",
+    "millimeter": "millimeter",
+    "mm": "millimeter",
+    "centimeter": "centimeter",
+    "cm": "centimeter",
+    "meter": "meter",
+    "m": "meter",
+    "inch": "inch",
+    "in": "inch",
+}
+
+#: Size of each OME-NGFF unit in meters, to bring axes with different units to one unit.
+_UNIT_METERS = {
+    "angstrom": 1e-10,
+    "nanometer": 1e-9,
+    "micrometer": 1e-6,
+    "millimeter": 1e-3,
+    "centimeter": 1e-2,
+    "meter": 1.0,
+    "inch": 0.0254,
+}
+
+
+class ReadError(InputError):
+    """An :class:`InputError` raised inside a task.
+
+    Unlike its base class it survives pickling, so a process-based worker can send it back.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.problem))
+
+
+def normalize_unit(unit: object) -> str | None:
+    """Return the OME-NGFF name of a length unit, or ``None`` if it is unknown or a pixel."""
+    if unit is None:
+        return None
+    return _UNIT_ALIASES.get(str(unit).strip().lower())
+
+
+def common_unit(
+    spacing: Sequence[float], units: Sequence[str | None]
+) -> tuple[tuple[float, ...], str | None]:
+    """Express per-axis spacings in one unit (that of the last, x, axis when they differ).
+
+    Axes without a unit keep their value and take the common unit.
+    """
+    known = [u for u in units if u is not None]
+    if not known:
+        return tuple(float(s) for s in spacing), None
+    target = units[-1] or known[0]
+    out = []
+    for value, unit in zip(spacing, units, strict=True):
+        if unit is None or unit == target:
+            out.append(float(value))
+        else:
+            out.append(float(value) * _UNIT_METERS[unit] / _UNIT_METERS[target])
+    return tuple(out), target
+
+
+def color_names(n_channels: int, *, rgb: bool) -> tuple[str, ...]:
+    """Channel names for grey+alpha (``L, A``) and RGB(A) data; empty otherwise."""
+    if rgb and n_channels in (3, 4):
+        return ("R", "G", "B", "A")[:n_channels]
+    if not rgb and n_channels == 2:
+        return ("L", "A")
+    return ()
+
+
+def split_key(
+    key: Any, shape: tuple[int, ...]
+) -> tuple[tuple[slice, ...], tuple[Any, ...] | None]:
+    """Split an index into a bounding box of step-1 slices and an index into that box.
+
+    The second item is ``None`` when the box is the answer (plain step-1 slices, the case
+    Dask produces).
+    """
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        fill = (slice(None),) * (len(shape) - len(key) + 1)
+        key = key[:i] + fill + key[i + 1 :]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices ({len(key)}) for an array of {len(shape)} dimensions")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    box: list[slice] = []
+    post: list[Any] = []
+    plain = True
+    for k, n in zip(key, shape, strict=True):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step == 1:
+                box.append(slice(start, max(start, stop)))
+                post.append(slice(None))
+                continue
+            plain = False
+            picked = range(start, stop, step)
+            if not picked:
+                box.append(slice(0, 0))
+                post.append(slice(None))
+                continue
+            lo, hi = min(picked), max(picked) + 1
+            rel_stop = stop - lo
+            box.append(slice(lo, hi))
+            post.append(slice(start - lo, rel_stop if rel_stop >= 0 else None, step))
+        else:
+            i = operator.index(k)
+            if i < 0:
+                i += n
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} is out of bounds for an axis of size {n}")
+            plain = False
+            box.append(slice(i, i + 1))
+            post.append(0)
+    return tuple(box), (None if plain else tuple(post))
+
+
+class RegionReader:
+    """Mixin for frozen-dataclass block readers.
+
+    Subclasses define the fields ``path``, ``shape`` and ``dtype`` and a method
+    ``_read(box)`` that returns the pixels in a box of step-1 slices. This class handles other
+    keys, checks the result and turns library errors into :class:`ReadError` naming the file.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _read(self, box: tuple[slice, ...]) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        box, post = split_key(key, self.shape)
+        expected = tuple(s.stop - s.start for s in box)
+        if 0 in expected:
+            out = np.empty(expected, dtype=self.dtype)
+        else:
+            try:
+                out = self._read(box)
+            except InputError:
+                raise
+            except Exception as exc:
+                raise ReadError(
+                    self.path, f"cannot read pixels: {type(exc).__name__}: {exc}"
+                ) from exc
+            if out.shape != expected:
+                raise ReadError(
+                    self.path, f"read a region of shape {out.shape}, expected {expected}"
+                )
+            out = np.ascontiguousarray(out, dtype=self.dtype)
+        return out if post is None else out[post]
+
+
+def mapped_key(box: tuple[slice, ...], order: tuple[int, ...], native_ndim: int) -> tuple:
+    """Index into a stored array for a box in presented axis order.
+
+    ``order[i]`` is the stored axis shown as presented axis ``i``; stored axes not shown are
+    singletons and get index 0.
+    """
+    key: list[Any] = [0] * native_ndim
+    for sl, axis in zip(box, order, strict=True):
+        key[axis] = sl
+    return tuple(key)
+
+
+def to_presented(block: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
+    """Transpose a block read with :func:`mapped_key` into presented axis order."""
+    kept = sorted(order)
+    perm = [kept.index(axis) for axis in order]
+    return block if perm == list(range(len(perm))) else np.transpose(block, perm)
+
+
+def present_chunks(
+    native_chunks: Sequence[int], order: tuple[int, ...], shape: tuple[int, ...], axes: str
+) -> tuple[int, ...]:
+    """Storage chunk shape in presented order, the channel axis whole."""
+    chunks = [min(int(native_chunks[a]), n) for a, n in zip(order, shape, strict=True)]
+    if axes.endswith("c"):
+        chunks[-1] = shape[-1]
+    return tuple(chunks)
+
+
+class DecodeCache:
+    """A small thread-safe LRU cache of decoded whole images.
+
+    Used by formats that can only be decoded whole: concurrent tasks asking for the same image
+    wait for one decode instead of each decoding it.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pending: dict[Hashable, threading.Lock] = {}
+
+    def get(self, key: Hashable, load: Callable[[], np.ndarray]) -> np.ndarray:
+        """Return the cached value for ``key``, calling ``load`` once if it is missing."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+            key_lock = self._pending.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._data:
+                    return self._data[key]
+            try:
+                value = load()
+                with self._lock:
+                    self._data[key] = value
+                    while len(self._data) > self.maxsize:
+                        self._data.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+        return value
+
+    def clear(self) -> None:
+        """Drop every cached image."""
+        with self._lock:
+            self._data.clear()

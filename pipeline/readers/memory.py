@@ -1,0 +1,49 @@
+"""In-memory NumPy arrays given to the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.readers.base import ImageSource
+from pipeline.readers.layout import infer_axes
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayBlockReader:
+    """Wraps an in-memory array (pickled with the graph: for small arrays only)."""
+
+    array: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.array.ndim
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        return self.array[key]
+
+
+def from_array(
+    array: np.ndarray, *, name: str = "array", axes: str | None = None
+) -> ImageSource:
+    """Make an :class:`ImageSource` from an in-memory array."""
+    array = np.asarray(array)
+    axes = infer_axes(name, array.shape, axes)
+    names = ("R", "G", "B", "A")[: array.shape[-1]] if axes.endswith("c") and array.shape[-1] in (3, 4) else ()
+    return ImageSource(
+        path=name,
+        axes=axes,
+        reader=ArrayBlockReader(array),
+        spacing=(1.0,) * len(axes.replace("c", "")),
+        channel_names=names,
+        format="array",
+    )

@@ -63,8 +63,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not sep:
             raise KmsegError(f"--set expects KEY=VALUE, got {item!r}")
         out[key.strip().replace("-", "_")] = value
-    if getattr(args, "verbose", 0) < 0:
-        out["quiet"] = True
     return out
 
 
@@ -103,7 +101,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
-    run_demo(args.folder, k=int(args.k), overwrite=bool(args.overwrite), quiet=args.verbose < 0)
+    run_demo(args.folder, k=int(args.k), overwrite=bool(args.overwrite), quiet=args.quiet)
     return 0
 
 
@@ -141,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the sample and its output (default: kmseg-demo)")
     p.add_argument("-k", default=4, type=int, help="number of clusters (default 4)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo output")
-    p.add_argument("-q", "--quiet", dest="verbose", action="store_const", const=-1,
-                   help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     common(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -66,6 +66,22 @@ class JobConfig:
         Workers (``processes``) or threads (``threads``) for local execution.
     quiet : bool
         No progress bar.
+    scheduler_file : str or None
+        Dask scheduler file (written by ``dask scheduler --scheduler-file``) to connect to.
+    cluster : mapping or None
+        Cluster block {kind: local|remote|slurm|pbs|kubernetes|gateway|..., ...}: YAML file or text.
+        On the command line, a YAML file holding the block (or ``cluster:`` and the block) or
+        inline YAML; see docs/clusters.md.
+    tls_ca_file : str or None
+        CA certificate (PEM) for a scheduler that requires TLS.
+    tls_cert : str or None
+        Client certificate (PEM) for TLS; may also hold the key.
+    tls_key : str or None
+        Client private key (PEM) for TLS.
+    connect_timeout : float
+        Seconds to wait for a Dask scheduler before failing (default 30).
+    performance_report : str or None
+        Write Dask's HTML performance report of the job to this file.
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -90,6 +106,13 @@ class JobConfig:
     local_scheduler: str = "threads"
     n_workers: int | None = None
     quiet: bool = False
+    scheduler_file: str | None = None
+    cluster: dict[str, Any] | None = None
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout: float = 30.0
+    performance_report: str | None = None
 
     def validate(self) -> JobConfig:
         """Return ``self`` after checking every value; raise :class:`ConfigError` otherwise."""
@@ -117,11 +140,19 @@ class JobConfig:
             raise ConfigError("chunk_mb must be positive")
         if self.max_iter < 1 or self.n_init < 1 or self.tol < 0:
             raise ConfigError("max_iter and n_init must be >= 1 and tol >= 0")
+        if self.connect_timeout <= 0:
+            raise ConfigError("connect_timeout must be positive")
+        if self.cluster is not None:
+            from pipeline.cluster import validate_cluster
+
+            validate_cluster(self.cluster)
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every key (recorded in output metadata)."""
-        return dataclasses.asdict(self)
+        """Plain dict of every key (recorded in output metadata), secrets redacted."""
+        from pipeline.redaction import redact
+
+        return redact(dataclasses.asdict(self))
 
 
 _FIELDS = {f.name: f for f in fields(JobConfig)}
@@ -138,6 +169,8 @@ def coerce(key: str, value: Any) -> Any:
             return None
         raise ConfigError(f"{key} cannot be empty")
     try:
+        if hint.startswith("dict"):
+            return _mapping(key, value)
         if "list[str]" in hint:
             return [value] if isinstance(value, str) else [str(v) for v in value]
         if "list[int]" in hint:
@@ -163,8 +196,38 @@ def coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"invalid value for {key}: {value!r}") from None
 
 
+def _mapping(key: str, value: Any) -> dict[str, Any]:
+    """A mapping key's value: a mapping, a YAML/JSON file holding one, or inline YAML.
+
+    A file whose only key is ``key`` itself (a ``cluster:`` profile) gives that key's value.
+    """
+    if isinstance(value, Mapping):
+        return dict(value)
+    if not isinstance(value, str):
+        raise ValueError(value)
+    text = value
+    if os.path.isfile(value):
+        try:
+            text = Path(value).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {value} ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if isinstance(data, dict) and set(data) == {key} and isinstance(data[key], dict):
+        data = data[key]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key} must be a mapping, a YAML file holding one or inline YAML "
+                          f"such as '{{kind: local}}', got {value!r}")
+    return data
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML job file into a dict of config keys (``input`` is accepted for ``inputs``)."""
+    """Read a YAML job file into a dict of config keys (``input`` is accepted for ``inputs``).
+
+    Relative paths in the file are relative to the current folder, as on the command line.
+    """
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -177,20 +240,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: a job file must be a mapping of keys to values")
     if "input" in data:
         data["inputs"] = data.pop("input")
-    base = Path(path).parent
-    for key in ("inputs", "output"):
-        if key in data:
-            data[key] = _relative_to(base, data[key])
     return data
-
-
-def _relative_to(base: Path, value: Any) -> Any:
-    """Resolve relative local paths in a job file against the file's folder."""
-    if isinstance(value, list):
-        return [_relative_to(base, v) for v in value]
-    if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
-        return str(base / value)
-    return value
 
 
 def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -6,21 +6,17 @@ import os
 
 from pipeline.api import run
 from pipeline.config import build_config
+from pipeline.samples import resolve
 
 
 def run_demo(folder: str = "kmseg-demo", *, k: int = 4, overwrite: bool = False,
              quiet: bool = False) -> str:
-    """Save scikit-image's astronaut photo as PNG in ``folder``, segment it, return the output.
+    """Segment scikit-image's astronaut photo (a PNG file) into ``folder``; return the output.
 
     The photo goes through the same reader as any user file.
     """
-    from PIL import Image
-    from skimage import data
-
     os.makedirs(folder, exist_ok=True)
-    image_path = os.path.join(folder, "astronaut.png")
-    if not os.path.exists(image_path):
-        Image.fromarray(data.astronaut()).save(image_path)
+    image_path = resolve("sample:astronaut")
     output = os.path.join(folder, "astronaut.zarr")
     config = build_config(
         {"inputs": [image_path], "output": output, "k": k, "overwrite": overwrite, "quiet": quiet}

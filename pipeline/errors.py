@@ -19,6 +19,9 @@ class InputError(KmsegError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # errors raised in worker processes travel back pickled
+        return (type(self), (self.path, self.problem))
+
 
 class ConfigError(KmsegError):
     """A configuration value is invalid."""

@@ -1,13 +1,17 @@
-"""Where the graph runs: local threads, a local process cluster, or a remote scheduler.
+"""Where the graph runs: local threads, a local process cluster, or a Dask cluster.
 
 :class:`Executor` is the tiny interface the plan uses (``compute`` with an optional progress
-bar); :func:`open_executor` makes one from the config and closes what it opened. The user's
-global Dask configuration is never modified: settings apply inside the context only.
+bar); :func:`open_executor` makes one from the config and closes what it opened. The choice, in
+order: ``scheduler`` (an address, also from ``DASK_SCHEDULER_ADDRESS``), ``scheduler_file``,
+a ``cluster`` block (:mod:`pipeline.cluster`), ``local_scheduler``. The user's global Dask
+configuration is never modified: settings apply inside the context only, and every cluster
+kmseg starts is closed when the context ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -15,9 +19,10 @@ from typing import Any
 import dask
 
 from pipeline.config import JobConfig
-from pipeline.errors import KmsegError
+from pipeline.errors import ConfigError, KmsegError
+from pipeline.redaction import redact_url
 
-#: Seconds to wait for a remote scheduler before giving up.
+#: Seconds to wait for a remote scheduler before giving up (``connect_timeout``'s default).
 CONNECT_TIMEOUT_S = 30
 
 
@@ -56,46 +61,173 @@ class Executor:
 
 @contextlib.contextmanager
 def open_executor(config: JobConfig) -> Iterator[Executor]:
-    """Yield an :class:`Executor` for the config's scheduler settings."""
+    """Yield an :class:`Executor` for the config's scheduler settings.
+
+    With ``performance_report`` set, Dask's HTML performance report of everything computed
+    inside the context is written when it closes (local threads then run on an in-process
+    distributed scheduler, which the report needs).
+    """
     progress = not config.quiet
-    if config.scheduler:
-        client = _connect(config.scheduler)
-        try:
-            if progress and getattr(client, "dashboard_link", None):
-                print(f"kmseg: Dask dashboard at {client.dashboard_link}", file=sys.stderr)
-            yield Executor(client, progress=progress)
-        finally:
-            client.close()
-        return
-    if config.local_scheduler == "processes":
+    if config.performance_report:
+        _check_report_path(config.performance_report)
+    with contextlib.ExitStack() as stack:
+        client = _open_client(config, stack)
+        if client is None:
+            settings: dict[str, Any] = {"scheduler": config.local_scheduler}
+            if config.n_workers and config.local_scheduler == "threads":
+                settings["num_workers"] = config.n_workers
+            stack.enter_context(dask.config.set(settings))
+            yield Executor(None, progress=progress)
+            return
+        if progress:
+            _announce(client)
+        if config.performance_report:
+            from distributed import performance_report
+
+            stack.enter_context(performance_report(filename=config.performance_report))
+        yield Executor(client, progress=progress)
+
+
+def _open_client(config: JobConfig, stack: contextlib.ExitStack) -> Any:
+    """A distributed client for the config (closed by ``stack``), or None for local threads."""
+    timeout = config.connect_timeout
+    if config.scheduler or config.scheduler_file:
+        security = make_security(config.tls_ca_file, config.tls_cert, config.tls_key)
+        return stack.enter_context(
+            connect(config.scheduler, config.scheduler_file, security=security, timeout=timeout)
+        )
+    if config.cluster:
+        spec = config.cluster
+        if spec.get("kind") == "remote":
+            security = make_security(
+                config.tls_ca_file or spec.get("tls_ca_file"),
+                config.tls_cert or spec.get("tls_cert"),
+                config.tls_key or spec.get("tls_key"),
+            )
+            return stack.enter_context(
+                connect(spec.get("address"), spec.get("scheduler_file"), security=security,
+                        timeout=timeout)
+            )
+        from pipeline.cluster import start_cluster
+
+        cluster = stack.enter_context(start_cluster(spec))
+        client = stack.enter_context(_client_for(cluster, spec.get("kind"), timeout))
+        if spec.get("wait_for_workers"):
+            client.wait_for_workers(int(spec["wait_for_workers"]))
+        return client
+    if config.local_scheduler == "processes" or config.performance_report:
         from distributed import Client, LocalCluster
 
-        with (
+        processes = config.local_scheduler == "processes"
+        threads = 1 if config.local_scheduler == "synchronous" else (
+            config.n_workers or os.cpu_count() or 1
+        )
+        cluster = stack.enter_context(
             LocalCluster(
-                n_workers=config.n_workers,
-                threads_per_worker=1,
-                processes=True,
+                n_workers=(config.n_workers if processes else 1),
+                threads_per_worker=(1 if processes else threads),
+                processes=processes,
                 dashboard_address=":0",
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            if progress:
-                print(f"kmseg: Dask dashboard at {client.dashboard_link}", file=sys.stderr)
-            yield Executor(client, progress=progress)
-        return
-    settings: dict[str, Any] = {"scheduler": config.local_scheduler}
-    if config.n_workers and config.local_scheduler == "threads":
-        settings["num_workers"] = config.n_workers
-    with dask.config.set(settings):
-        yield Executor(None, progress=progress)
+            )
+        )
+        return stack.enter_context(Client(cluster))
+    return None
 
 
-def _connect(address: str) -> Any:
+def _client_for(cluster: Any, kind: str | None, timeout: float) -> Any:
+    if kind == "gateway":
+        return cluster.get_client(set_as_default=True)
     from distributed import Client
 
+    return Client(cluster, timeout=timeout)
+
+
+def make_security(ca_file: str | None, cert: str | None, key: str | None) -> Any:
+    """Dask :class:`~distributed.Security` for TLS from PEM files, or None without any.
+
+    ``cert`` may hold the private key too, in which case ``key`` can be left out.
+    """
+    if not (ca_file or cert or key):
+        return None
+    for name, path in (("tls_ca_file", ca_file), ("tls_cert", cert), ("tls_key", key)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{name}: no such file {path}")
+    if not (ca_file and cert):
+        raise ConfigError("TLS needs both tls_ca_file and tls_cert (and tls_key unless the "
+                          "certificate file holds the key)")
+    from distributed import Security
+
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key,
+                    require_encryption=True)
+
+
+def connect(
+    address: str | None = None,
+    scheduler_file: str | None = None,
+    *,
+    security: Any = None,
+    timeout: float = CONNECT_TIMEOUT_S,
+) -> Any:
+    """Connect a :class:`distributed.Client` to a running scheduler, failing within ``timeout``.
+
+    Raises
+    ------
+    KmsegError
+        The scheduler cannot be reached, the scheduler file is missing, or the TLS settings
+        do not fit the address.
+    """
+    from distributed import Client
+
+    if not (address or scheduler_file):
+        raise ConfigError("no scheduler address or scheduler file given")
+    if scheduler_file and not address and not os.path.isfile(scheduler_file):
+        raise KmsegError(f"scheduler file {scheduler_file} does not exist (is the scheduler "
+                         "running, and is the file on storage this machine shares?)")
+    where = redact_url(address) if address else f"the address in {scheduler_file}"
+    if address and address.startswith("tls://") and security is None:
+        raise ConfigError(f"{where} uses TLS: give tls_ca_file, tls_cert and tls_key")
     try:
-        return Client(address, timeout=CONNECT_TIMEOUT_S)
+        return Client(address, scheduler_file=None if address else scheduler_file,
+                      security=security, timeout=timeout, set_as_default=True)
     except (OSError, TimeoutError) as exc:
         raise KmsegError(
-            f"cannot reach the Dask scheduler at {address} within {CONNECT_TIMEOUT_S} s ({exc})"
+            f"cannot reach the Dask scheduler at {where} within {timeout:g} s ({exc})"
         ) from None
+    except (TypeError, ValueError) as exc:  # distributed's complaints about TLS settings
+        raise KmsegError(f"cannot connect to the Dask scheduler at {where}: {exc}") from None
+
+
+def uses_cluster(config: JobConfig) -> bool:
+    """True when the job runs on a cluster named by the config (workers may be elsewhere)."""
+    return bool(config.scheduler or config.scheduler_file or config.cluster)
+
+
+def shared_path(path: str, config: JobConfig) -> str:
+    """``path`` made absolute when workers on other machines must find it (URLs unchanged).
+
+    Workers of a cluster do not share the client's working folder, so relative local paths
+    would point elsewhere there.
+    """
+    if not uses_cluster(config) or "://" in path or not path:
+        return path
+    return os.path.abspath(path)
+
+
+def _announce(client: Any) -> None:
+    """Tell the user where the dashboard is and how many workers there are."""
+    link = getattr(client, "dashboard_link", None)
+    if link:
+        print(f"kmseg: Dask dashboard at {link}", file=sys.stderr)
+    try:
+        n = len(client.scheduler_info().get("workers", {}))
+    except Exception:  # informational only
+        return
+    if n == 0:
+        print("kmseg: the scheduler has no workers yet; tasks wait until some join",
+              file=sys.stderr)
+
+
+def _check_report_path(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"performance_report: the folder {folder} does not exist")

@@ -1,14 +1,26 @@
-"""Output locations: naming per-input groups, refusing to clobber, creating stores."""
+"""Output locations: naming per-input groups, refusing to clobber, creating stores.
+
+Outputs are local folders or fsspec URLs (``s3://bucket/out.zarr``, ``gs://...``); URLs are
+checked and removed through fsspec, never with local file functions. An output whose root
+``kmseg`` attributes say ``"status": "incomplete"`` is the unfinished output of an earlier run
+of kmseg (a killed client, say): it is replaced without ``overwrite``, since nothing in it can
+be used.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import shutil
+from typing import Any
 
 import zarr
 
 from pipeline.errors import OutputError
+
+log = logging.getLogger("kmseg")
 
 _SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".nii.gz", ".tiff", ".tif", ".svs", ".zarr",
              ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".nii", ".dcm")
@@ -40,32 +52,105 @@ def unique_names(paths: list[str]) -> list[str]:
     return out
 
 
+def is_url(path: str) -> bool:
+    """True for fsspec URLs (``s3://``, ``gs://``, ``https://``...), False for local paths."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def _url_fs(path: str) -> tuple[Any, str]:
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(path)
+    except (ImportError, ValueError) as exc:
+        raise OutputError(f"{path}: cannot use this URL ({exc})") from None
+
+
 def is_zarr_store(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "zarr.json")) or os.path.isfile(
-        os.path.join(path, ".zgroup")
-    )
+    """True if ``path`` (a folder or URL) holds Zarr group or array metadata at its root."""
+    markers = ("zarr.json", ".zgroup", ".zarray")
+    if is_url(path):
+        fs, root = _url_fs(path)
+        return any(fs.exists(f"{root.rstrip('/')}/{m}") for m in markers)
+    return any(os.path.isfile(os.path.join(path, m)) for m in markers)
+
+
+def output_status(path: str) -> str | None:
+    """The ``status`` in a kmseg output's root attributes, or None if it is not one."""
+    try:
+        if is_url(path):
+            fs, root = _url_fs(path)
+            raw = fs.cat_file(f"{root.rstrip('/')}/zarr.json")
+        else:
+            with open(os.path.join(path, "zarr.json"), "rb") as fh:
+                raw = fh.read()
+        meta = json.loads(raw)
+    except (OSError, ValueError, OutputError):
+        return None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    kmseg = attrs.get("kmseg") if isinstance(attrs, dict) else None
+    status = kmseg.get("status") if isinstance(kmseg, dict) else None
+    return status if isinstance(status, str) else None
+
+
+def _exists(path: str) -> bool:
+    if is_url(path):
+        fs, root = _url_fs(path)
+        return bool(fs.exists(root))
+    return os.path.exists(path)
+
+
+def _same(a: str, b: str) -> bool:
+    if is_url(a) or is_url(b):
+        return str(a).rstrip("/") == str(b).rstrip("/")
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
-    """Fail early if ``path`` exists and may not be replaced."""
-    if not os.path.exists(path):
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise OutputError(f"{path}: the folder {parent} does not exist")
+    """Fail early if ``path`` exists and may not be replaced.
+
+    An unfinished kmseg output (status ``incomplete``) may always be replaced.
+    """
+    if not _exists(path):
+        if not is_url(path):
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise OutputError(f"{path}: the folder {parent} does not exist")
+        return
+    if output_status(path) == "incomplete" and not any(_same(p, path) for p in inputs):
         return
     if not overwrite:
         raise OutputError(f"{path}: output already exists; pass --overwrite to replace it")
-    absolute = os.path.abspath(path)
-    if any(os.path.abspath(p) == absolute for p in inputs):
+    if any(_same(p, path) for p in inputs):
         raise OutputError(f"{path}: the output cannot replace an input")
-    if not (is_zarr_store(path) or (os.path.isdir(path) and not os.listdir(path))):
+    if is_url(path):
+        if not is_zarr_store(path):
+            raise OutputError(f"{path}: exists and is not a Zarr store; refusing to replace it")
+    elif not (is_zarr_store(path) or (os.path.isdir(path) and not os.listdir(path))):
         raise OutputError(f"{path}: exists and is not a Zarr store; refusing to replace it")
 
 
-def create_root(path: str, overwrite: bool) -> zarr.Group:
-    """Create (or, with ``overwrite``, re-create) the output group at ``path``."""
-    if os.path.exists(path) and overwrite:
+def remove_output(path: str) -> None:
+    """Delete an output store (a local folder, or every object under a URL)."""
+    if is_url(path):
+        fs, root = _url_fs(path)
+        fs.rm(root, recursive=True)
+        fs.invalidate_cache()
+    else:
         shutil.rmtree(path)
+
+
+def create_root(path: str, overwrite: bool) -> zarr.Group:
+    """Create (or, with ``overwrite``, re-create) the output group at ``path``.
+
+    An unfinished output of an earlier kmseg run is replaced even without ``overwrite``.
+    """
+    if _exists(path):
+        if output_status(path) == "incomplete":
+            log.warning("kmseg: replacing the unfinished output %s of an earlier run", path)
+            remove_output(path)
+        elif overwrite:
+            remove_output(path)
     try:
         return zarr.open_group(path, mode="w-", zarr_format=3)
     except (OSError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:

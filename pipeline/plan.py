@@ -12,6 +12,8 @@ no pixels. :meth:`Plan.execute` runs the stages, each over all inputs at once:
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,13 +27,15 @@ from pipeline.chunking import choose_chunks
 from pipeline.config import JobConfig
 from pipeline.engines import FitParams, FitResult, select_engine
 from pipeline.errors import InputError
-from pipeline.execution import Executor
+from pipeline.execution import Executor, shared_path
 from pipeline.features import FeatureSpec, make_feature_spec
 from pipeline.io.ngff import SpatialMeta, label_colours, write_image_pyramid, write_label_pyramid
 from pipeline.io.pyramid import n_levels
 from pipeline.labels import NearestCentreLabeller, cluster_stats, label_image, palette, recolour
 from pipeline.outputs import check_output, create_root, unique_names
-from pipeline.readers import ImageSource, expand_inputs, open_image
+from pipeline.readers import ImageSource
+from pipeline.readers.urls import expand_urls, open_input
+from pipeline.samples import resolve as resolve_sample
 
 
 @dataclass
@@ -103,6 +107,10 @@ class Plan:
             return engines[job.name].fit(lazy[job.name], job.image, job.spec, params)
 
         t0 = time.perf_counter()
+        self._say(
+            "fitting k=%d: %s"
+            % (params.k, ", ".join(f"{j.name} ({engines[j.name].name})" for j in self.jobs))
+        )
         with ThreadPoolExecutor(max_workers=max(1, len(self.jobs))) as pool:
             for job, result in zip(self.jobs, pool.map(fit, self.jobs), strict=True):
                 job.fit = result
@@ -110,6 +118,10 @@ class Plan:
         for job in self.jobs:
             job.timings.update(summary_s=summary_s, fit_s=fit_s)
         return self._write(executor, started)
+
+    def _say(self, message: str) -> None:
+        if not self.config.quiet:
+            print(f"kmseg: {message}", file=sys.stderr, flush=True)
 
     def _make_specs(self, executor: Executor) -> None:
         floats = [job for job in self.jobs if job.source.dtype.kind == "f"]
@@ -274,11 +286,13 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
     """
     config = config.validate()
     if sources is None:
-        paths = expand_inputs(config.inputs)
+        paths = expand_urls([resolve_sample(item) for item in config.inputs])
         sources = [
-            open_image(p, level=config.level, series=config.series, array_path=config.array_path)
+            open_input(shared_path(p, config), level=config.level, series=config.series,
+                       array_path=config.array_path)
             for p in paths
         ]
+    config = dataclasses.replace(config, output=shared_path(config.output, config))
     check_output(config.output, config.overwrite, [s.path for s in sources])
     names = unique_names([s.path for s in sources])
     jobs = []

@@ -21,19 +21,27 @@ def choose_indices(n_total: int, n: int, random_state: int | None) -> np.ndarray
     return np.sort(rng.choice(n_total, size=n, replace=False))
 
 
-def _sample_block(block: np.ndarray, spec: FeatureSpec, origin, local: np.ndarray) -> np.ndarray:
+def _sample_block(
+    block: np.ndarray, spec: FeatureSpec, origin, local: tuple, global_index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     feats, valid = spec.block_features(block, origin)
-    flat = np.ravel_multi_index(local, block.shape[: len(origin)]) if len(local[0]) else local[0]
+    flat = np.ravel_multi_index(local, block.shape[: len(origin)])
     keep = valid[flat]
-    return feats[flat[keep]]
+    return global_index[keep], feats[flat[keep]]
+
+
+def _assemble(parts: list[tuple[np.ndarray, np.ndarray]], n_features: int) -> np.ndarray:
+    """Rows in global raster order, so the sample is the same for any chunking."""
+    index = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+    rows = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, n_features), np.float32)
+    return rows[np.argsort(index, kind="stable")]
 
 
 def sample_features(image: da.Array, spec: FeatureSpec, n: int, random_state: int | None):
     """Lazy ``(m, n_features)`` array of the features of ``n`` pixels (m ≤ n: no-data dropped)."""
     spatial_shape = spec.spatial_shape
-    chosen = np.unravel_index(
-        choose_indices(int(np.prod(spatial_shape)), n, random_state), spatial_shape
-    )
+    indices = choose_indices(int(np.prod(spatial_shape)), n, random_state)
+    chosen = np.unravel_index(indices, spatial_shape)
     blocks = spatial_block_keys(image, len(spatial_shape))
     sample = dask.delayed(_sample_block, pure=True)
     parts = []
@@ -44,11 +52,6 @@ def sample_features(image: da.Array, spec: FeatureSpec, n: int, random_state: in
         if not inside.any():
             continue
         local = tuple(c[inside] - o for c, o in zip(chosen, origin, strict=True))
-        parts.append(
-            da.from_delayed(
-                sample(block, spec, origin, local),
-                shape=(np.nan, spec.n_features),
-                dtype=np.float32,
-            )
-        )
-    return da.concatenate(parts, axis=0)
+        parts.append(sample(block, spec, origin, local, indices[inside]))
+    rows = dask.delayed(_assemble, pure=True)(parts, spec.n_features)
+    return da.from_delayed(rows, shape=(np.nan, spec.n_features), dtype=np.float32)

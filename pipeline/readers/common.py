@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -48,13 +49,22 @@ _UNIT_METERS = {
 
 
 class ReadError(InputError):
-    """An :class:`InputError` raised inside a task.
+    """An :class:`InputError` raised inside a task (it pickles back from worker processes)."""
 
-    Unlike its base class it survives pickling, so a process-based worker can send it back.
+
+def local_path(path: str) -> str:
+    """Absolute form of a local path, as tasks may run in another working directory.
+
+    URLs are returned as given.
     """
+    return path if "://" in path else os.path.abspath(path)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.problem))
+
+def file_stamp(path: str) -> tuple[int, int]:
+    """Modification time and size: part of per-process cache keys, so a replaced file is
+    opened afresh by long-lived workers."""
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size
 
 
 def normalize_unit(unit: object) -> str | None:
@@ -80,7 +90,8 @@ def common_unit(
         if unit is None or unit == target:
             out.append(float(value))
         else:
-            out.append(float(value) * _UNIT_METERS[unit] / _UNIT_METERS[target])
+            converted = float(value) * _UNIT_METERS[unit] / _UNIT_METERS[target]
+            out.append(float(f"{converted:.12g}"))  # 0.1, not 0.10000000000000002
     return tuple(out), target
 
 

@@ -38,7 +38,8 @@ def from_array(
     """Make an :class:`ImageSource` from an in-memory array."""
     array = np.asarray(array)
     axes = infer_axes(name, array.shape, axes)
-    names = ("R", "G", "B", "A")[: array.shape[-1]] if axes.endswith("c") and array.shape[-1] in (3, 4) else ()
+    rgb = axes.endswith("c") and array.shape[-1] in (3, 4)
+    names = ("R", "G", "B", "A")[: array.shape[-1]] if rgb else ()
     return ImageSource(
         path=name,
         axes=axes,

@@ -8,6 +8,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.readers.base import ImageSource
+from pipeline.readers.common import local_path
 from pipeline.readers.layout import infer_axes
 
 
@@ -42,7 +43,7 @@ def open_npy(path: str, *, axes: str | None = None) -> ImageSource:
     return ImageSource(
         path=path,
         axes=axes,
-        reader=NpyBlockReader(path, tuple(int(s) for s in shape), np.dtype(dtype)),
+        reader=NpyBlockReader(local_path(path), tuple(int(s) for s in shape), np.dtype(dtype)),
         spacing=(1.0,) * len(axes.replace("c", "")),
         format="npy",
     )

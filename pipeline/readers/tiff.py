@@ -1,13 +1,16 @@
 """TIFF, BigTIFF, OME-TIFF, ImageJ TIFF and Aperio SVS files, read by tile through tifffile.
 
 A series (``series``) and pyramid level (``level``) of the file is exposed through tifffile's
-Zarr store, so each task decodes only the tiles or strips its region touches.
+Zarr store, so each task decodes only the tiles or strips its region touches. Values are
+returned as stored: palette images give their indices, MinIsWhite images are not inverted.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +25,8 @@ from pipeline.readers.common import (
     RegionReader,
     color_names,
     common_unit,
+    file_stamp,
+    local_path,
     mapped_key,
     normalize_unit,
     present_chunks,
@@ -33,11 +38,14 @@ _CHANNEL_AXES = "CS"
 _DEPTH_AXES = "ZQIP"
 #: Micrometers per TIFF ResolutionUnit (2 inch, 3 centimeter, 4 millimeter, 5 micrometer).
 _RESUNIT_UM = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}
+#: Microns per pixel in an Aperio ImageDescription ("...|MPP = 0.4990|...").
+_SVS_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.]+(?:[eE][-+]?\d+)?)")
 
 
 @functools.lru_cache(maxsize=16)
-def _open_level(path: str, series: int, level: int) -> zarr.Array:
-    # The store keeps the TiffFile (and its file handle) alive for as long as it is cached.
+def _open_level(path: str, series: int, level: int, stamp: tuple[int, int]) -> zarr.Array:
+    # The store keeps the TiffFile (and its file handle) alive for as long as it is cached;
+    # ``stamp`` only keys the cache.
     tif = tifffile.TiffFile(path)
     store = tif.series[series].aszarr(level=level, squeeze=False, maxworkers=os.cpu_count() or 2)
     return zarr.open(store, mode="r")
@@ -59,7 +67,7 @@ class TiffBlockReader(RegionReader):
     native_ndim: int
 
     def _read(self, box: tuple[slice, ...]) -> np.ndarray:
-        array = _open_level(self.path, self.series, self.level)
+        array = _open_level(self.path, self.series, self.level, file_stamp(self.path))
         block = array[mapped_key(box, self.order, self.native_ndim)]
         return to_presented(np.asarray(block), self.order)
 
@@ -76,6 +84,10 @@ def open_tiff(path: str, *, level: int = 0, series: int = 0) -> ImageSource:
     series : int
         Image series in the file (e.g. 0 = baseline image of an SVS file).
     """
+    # tifffile logs each series parser that fails on a damaged file; the InputError says it all.
+    logger = logging.getLogger("tifffile")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         with tifffile.TiffFile(path) as tif:
             return _open(path, tif, level, series)
@@ -83,6 +95,8 @@ def open_tiff(path: str, *, level: int = 0, series: int = 0) -> ImageSource:
         raise
     except Exception as exc:
         raise InputError(path, f"not a readable TIFF file ({type(exc).__name__}: {exc})") from None
+    finally:
+        logger.setLevel(previous)
 
 
 def _open(path: str, tif: tifffile.TiffFile, level: int, series: int) -> ImageSource:
@@ -111,7 +125,7 @@ def _open(path: str, tif: tifffile.TiffFile, level: int, series: int) -> ImageSo
 
     base_shape = dict(zip(base.get_axes(False), base.get_shape(False), strict=True))
     spatial = [native_axes[a] for a in order if native_axes[a] not in _CHANNEL_AXES]
-    spacing, unit, ome_names = _physical(tif, series, spatial)
+    spacing, unit, ome_names = _physical(tif, series, base.keyframe, spatial)
     # Spacing is stated for level 0; coarser levels scale it by the size ratio.
     spacing = tuple(
         s * base_shape[ax] / native_shape[native_axes.index(ax)]
@@ -128,7 +142,7 @@ def _open(path: str, tif: tifffile.TiffFile, level: int, series: int) -> ImageSo
         path=path,
         axes=axes,
         reader=TiffBlockReader(
-            path, series, level, shape, np.dtype(chosen.dtype).newbyteorder("="),
+            local_path(path), series, level, shape, np.dtype(chosen.dtype).newbyteorder("="),
             order, len(native_shape),
         ),
         spacing=spacing,
@@ -208,19 +222,24 @@ def _sample_names(keyframe: Any, n_channels: int) -> tuple[str, ...]:
 
 
 def _physical(
-    tif: tifffile.TiffFile, series: int, spatial: list[str]
+    tif: tifffile.TiffFile, series: int, page: Any, spatial: list[str]
 ) -> tuple[tuple[float, ...], str | None, tuple[str, ...]]:
-    """Level-0 spacing along the presented spatial axes, its unit and OME channel names."""
+    """Level-0 spacing along the presented spatial axes, its unit and OME channel names.
+
+    ``page`` is the first page of the series' level 0.
+    """
     sizes: dict[str, float] = {}
     units: dict[str, str | None] = {}
     names: tuple[str, ...] = ()
-    page = tif.pages.first
     if tif.is_ome and tif.ome_metadata:
         sizes, units, names = _ome_physical(tif.ome_metadata, series)
     elif tif.is_svs:
-        mpp = tifffile.svs_description_metadata(page.description).get("MPP")
-        if isinstance(mpp, int | float) and mpp > 0:
-            sizes = {"Y": float(mpp), "X": float(mpp)}
+        if series != 0:  # MPP describes the baseline image, not thumbnail, label or macro
+            return (1.0,) * len(spatial), None, ()
+        match = _SVS_MPP.search(page.description)
+        if match and float(match.group(1)) > 0:
+            mpp = float(match.group(1))
+            sizes = {"Y": mpp, "X": mpp}
             units = {"Y": "micrometer", "X": "micrometer"}
     elif tif.is_imagej:
         meta = tif.imagej_metadata or {}

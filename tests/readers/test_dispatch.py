@@ -1,0 +1,154 @@
+"""Reader choice, input expansion, and that opening reads no pixels."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from PIL import Image
+
+from pipeline.errors import InputError
+from pipeline.readers import dicom, expand_inputs, nifti, open_image, raster, tiff, zarrstore
+from pipeline.readers.common import RegionReader
+from pipeline.readers.npy import NpyBlockReader
+
+from .conftest import assert_reads
+
+
+@pytest.fixture
+def samples(
+    tmp_path: Path, rng: np.random.Generator, ct_series: Callable[..., tuple[Path, np.ndarray]]
+) -> dict[str, tuple[Path, str, tuple[int, ...]]]:
+    """One small file of each format: name -> (path, format, shape)."""
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    grey = rng.integers(0, 255, size=(40, 50), dtype=np.uint8)
+    out = {}
+    tifffile.imwrite(folder / "a.tif", grey, tile=(16, 16))
+    out["tiff"] = (folder / "a.tif", "tiff", (40, 50))
+    Image.fromarray(grey).save(folder / "b.png")
+    out["png"] = (folder / "b.png", "png", (40, 50))
+    Image.fromarray(grey).save(folder / "c.jpg")
+    out["jpeg"] = (folder / "c.jpg", "jpeg", (40, 50))
+    Image.fromarray(grey).save(folder / "d.bmp")
+    out["bmp"] = (folder / "d.bmp", "bmp", (40, 50))
+    np.save(folder / "e.npy", grey)
+    out["npy"] = (folder / "e.npy", "npy", (40, 50))
+    nib.save(nib.Nifti1Image(np.zeros((50, 40, 3), np.int16), np.eye(4)), folder / "f.nii.gz")
+    out["nifti"] = (folder / "f.nii.gz", "nifti", (3, 40, 50))
+    zarr.create_array(folder / "g.zarr", shape=(40, 50), dtype="u1")[:] = grey
+    out["zarr"] = (folder / "g.zarr", "zarr", (40, 50))
+    series, _ = ct_series(n=3, shape=(40, 50))
+    out["dicom"] = (series, "dicom", (3, 40, 50))
+    return out
+
+
+def test_formats_by_suffix_and_folder(samples: dict) -> None:
+    for path, fmt, shape in samples.values():
+        source = open_image(str(path))
+        assert (source.format, source.shape) == (fmt, shape)
+
+
+def test_opening_reads_no_pixels(samples: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pixels read while opening")
+
+    monkeypatch.setattr(RegionReader, "__getitem__", refuse)
+    monkeypatch.setattr(NpyBlockReader, "__getitem__", refuse)
+    monkeypatch.setattr(raster.RasterBlockReader, "_decode", refuse)
+    monkeypatch.setattr(raster.imagecodecs, "png_decode", refuse)
+    for module, name in ((tiff, "_open_level"), (zarrstore, "_open_array"), (nifti, "_load"),
+                         (dicom, "pixel_array"), (dicom, "iter_pixels")):
+        monkeypatch.setattr(module, name, refuse)
+    for path, _, shape in samples.values():
+        source = open_image(str(path))
+        assert source.shape == shape
+        assert source.to_dask((16, 16) if len(shape) == 2 else (1, 16, 16)).shape == shape
+
+
+def test_sniffing_without_suffix(samples: dict, tmp_path: Path) -> None:
+    for name in ("tiff", "png", "jpeg", "bmp", "npy"):
+        path, fmt, shape = samples[name]
+        bare = tmp_path / f"bare_{name}"
+        shutil.copy(path, bare)
+        source = open_image(str(bare))
+        assert (source.format, source.shape) == (fmt, shape)
+    dicom_file = next(samples["dicom"][0].iterdir())
+    shutil.copy(dicom_file, tmp_path / "IM0001")
+    assert open_image(str(tmp_path / "IM0001")).shape == (40, 50)
+
+
+def test_unsupported_and_missing(tmp_path: Path, samples: dict) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="unsupported file format") as info:
+        open_image(str(text))
+    assert str(text) in str(info.value)
+    with pytest.raises(InputError, match="no such file") as info:
+        open_image(str(tmp_path / "nope.tif"))
+    assert "nope.tif" in str(info.value)
+    png = str(samples["png"][0])
+    with pytest.raises(InputError, match="level 1 out of range"):
+        open_image(png, level=1)
+    with pytest.raises(InputError, match="series 2 out of range"):
+        open_image(png, series=2)
+    with pytest.raises(InputError, match="array_path"):
+        open_image(str(samples["tiff"][0]), array_path="0")
+
+
+def test_expand_plain_folder(samples: dict) -> None:
+    folder = samples["png"][0].parent
+    (folder / "notes.txt").write_text("skip me")
+    (folder / ".hidden.png").write_bytes(b"")
+    got = expand_inputs([str(folder)])
+    names = [Path(p).name for p in got]
+    assert names == ["a.tif", "b.png", "c.jpg", "d.bmp", "e.npy", "f.nii.gz", "g.zarr"]
+
+
+def test_expand_image_folders_and_globs(samples: dict) -> None:
+    series = str(samples["dicom"][0])
+    store = str(samples["zarr"][0])
+    assert expand_inputs([series, store]) == [series, store]
+    folder = samples["png"][0].parent
+    got = expand_inputs([str(folder / "*.png"), str(folder / "[ab].*"), str(folder / "b.png")])
+    assert got == [str(folder / "b.png"), str(folder / "a.tif")]
+    assert expand_inputs(["s3://bucket/image.zarr"]) == ["s3://bucket/image.zarr"]
+
+
+def test_expand_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        expand_inputs([str(tmp_path / "missing.png")])
+    with pytest.raises(InputError, match="matches no file"):
+        expand_inputs([str(tmp_path / "*.png")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no image") as info:
+        expand_inputs([str(empty)])
+    assert str(empty) in str(info.value)
+
+
+def test_every_sample_reads(samples: dict) -> None:
+    for name, (path, _, _) in samples.items():
+        if name in ("jpeg",):
+            continue  # lossy; covered in test_raster
+        source = open_image(str(path))
+        expected = np.asarray(source.reader[tuple(slice(0, n) for n in source.shape)])
+        assert_reads(source, expected)
+
+
+def test_relative_paths_survive_a_change_of_directory(
+    samples: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # workers of a cluster may run in another working directory than the client
+    for path, _, _ in samples.values():
+        monkeypatch.chdir(path.parent)
+        source = open_image(path.name)
+        monkeypatch.chdir(tmp_path.parent)
+        array = source.to_dask((16, 16) if source.spatial_ndim == 2 else (1, 16, 16))
+        assert array.compute().shape == source.shape

@@ -1,0 +1,45 @@
+"""Chunk planning is pure arithmetic: checked with hypothesis."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.chunking import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, choose_chunks, chunk_bytes_for_memory
+from pipeline.io.ngff import level_chunks
+
+shapes = st.lists(st.integers(1, 200_000), min_size=2, max_size=3).map(tuple)
+
+
+@given(shape=shapes, itemsize=st.sampled_from([1, 2, 4, 8]), channels=st.integers(1, 4),
+       target=st.integers(2**16, 2**28))
+def test_chunks_fit_the_image_and_the_target(shape, itemsize, channels, target):
+    chunks = choose_chunks(shape, itemsize, channels, target)
+    assert len(chunks) == len(shape)
+    assert all(1 <= c <= s for c, s in zip(chunks, shape, strict=True))
+    # Never far above the target: each axis is at most one alignment step over its share.
+    assert math.prod(chunks) * itemsize * channels <= max(target, 64**len(shape) * itemsize * channels) * 8
+
+
+@given(tile=st.sampled_from([128, 256, 512]), n=st.integers(2, 400))
+def test_chunks_align_with_tiles(tile, n):
+    shape = (tile * n + 7, tile * n + 3)
+    chunks = choose_chunks(shape, 1, 3, 16 * 2**20, native=(tile, tile))
+    assert all(c % tile == 0 or c == s for c, s in zip(chunks, shape, strict=True))
+
+
+def test_small_unsplittable_images_are_one_chunk():
+    assert choose_chunks((400, 600), 1, 3, 2**20, native=(400, 600)) == (400, 600)
+
+
+@given(memory=st.integers(2**20, 2**40), tasks=st.integers(1, 64))
+def test_chunk_bytes_for_memory_is_bounded(memory, tasks):
+    assert MIN_CHUNK_BYTES <= chunk_bytes_for_memory(memory, tasks) <= MAX_CHUNK_BYTES
+
+
+def test_level_chunks_halve_in_y_and_x_only():
+    assert level_chunks((8, 1024, 1024), (8, 4000, 3000), 2, 3) == (8, 256, 256)
+    assert level_chunks((1024, 1024), (100, 5000), 4, 2) == (100, 128)
+    assert level_chunks((100, 100), (1000, 1000), 3, 2) == (100, 100)

@@ -9,9 +9,9 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from pipeline.api import plan, run, segment  # noqa: E402
-from pipeline.config import JobConfig  # noqa: E402
-from pipeline.errors import ConfigError, InputError, KmsegError, OutputError  # noqa: E402
+from pipeline.api import plan, run, segment
+from pipeline.config import JobConfig
+from pipeline.errors import ConfigError, InputError, KmsegError, OutputError
 
 __all__ = [
     "ConfigError",

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import dask.array as da
 
 
-def block_origins(image: da.Array, spatial_ndim: int) -> Iterator[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+def block_origins(
+    image: da.Array, spatial_ndim: int
+) -> Iterator[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """Yield ``(block_index, origin, shape)`` for each spatial block of ``image``.
 
     The channel axis (if any) is never split, so only spatial axes are walked.

@@ -6,6 +6,29 @@ import math
 
 #: Granularity of chunk sides when the storage has no tiles of its own.
 DEFAULT_ALIGN = 64
+#: Working memory of one task, in multiples of its input chunk (float features, distances,
+#: labels, recoloured block and the downsampled levels).
+TASK_MEMORY_FACTOR = 24
+#: Bounds of the automatic chunk size.
+MIN_CHUNK_BYTES = 4 * 2**20
+MAX_CHUNK_BYTES = 64 * 2**20
+
+
+def chunk_bytes_for_memory(memory_bytes: float, tasks_at_once: int) -> int:
+    """Input bytes per chunk so that ``tasks_at_once`` tasks fit in ``memory_bytes`` with room.
+
+    Only a quarter of the memory is planned for, leaving the rest to the interpreter, Dask and
+    chunks waiting to be written.
+    """
+    per_task = memory_bytes / 4 / max(1, tasks_at_once) / TASK_MEMORY_FACTOR
+    return int(min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, per_task)))
+
+
+def local_memory_bytes() -> int:
+    """Memory available on this machine now (psutil, a dependency of distributed)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def choose_chunks(

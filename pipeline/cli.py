@@ -33,17 +33,29 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, positional_inputs: boo
         names = [_SHORT[f.name], flag] if f.name in _SHORT else [flag]
         doc = _field_doc(f.name)
         if f.type in ("bool", bool):
-            parser.add_argument(*names, dest=f.name, action="store_const", const=True,
-                                default=None, help=doc)
+            parser.add_argument(
+                *names, dest=f.name, action="store_const", const=True, default=None, help=doc
+            )
             if f.name != "quiet":
-                parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
-                                    action="store_const", const=False, help=argparse.SUPPRESS)
+                parser.add_argument(
+                    "--no-" + f.name.replace("_", "-"),
+                    dest=f.name,
+                    action="store_const",
+                    const=False,
+                    help=argparse.SUPPRESS,
+                )
         elif f.name in ("inputs", "chunks"):
             parser.add_argument(*names, dest=f.name, nargs="+", default=None, help=doc)
         else:
             parser.add_argument(*names, dest=f.name, default=None, help=doc)
-    parser.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
-                        help="set any config key (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="set_",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config key (repeatable)",
+    )
 
 
 def _field_doc(name: str) -> str:
@@ -56,8 +68,11 @@ def _field_doc(name: str) -> str:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {f.name: getattr(args, f.name) for f in fields(JobConfig)
-           if getattr(args, f.name, None) is not None}
+    out = {
+        f.name: getattr(args, f.name)
+        for f in fields(JobConfig)
+        if getattr(args, f.name, None) is not None
+    }
     for item in args.set_:
         key, sep, value = item.partition("=")
         if not sep:
@@ -69,8 +84,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _print_results(results: list, quiet: bool) -> None:
     for r in results:
         counts = ", ".join(str(int(c)) for c in r.counts)
-        print(f"{r.output}: k={r.k} engine={r.engine} mse={r.mse:.6g} "
-              f"inertia={r.inertia:.6g} pixels per cluster=[{counts}]")
+        print(
+            f"{r.output}: k={r.k} engine={r.engine} mse={r.mse:.6g} "
+            f"inertia={r.inertia:.6g} pixels per cluster=[{counts}]"
+        )
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -114,8 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-v", "--verbose", action="count", default=0,
-                       help="more logging; show tracebacks on errors")
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            help="more logging; show tracebacks on errors",
+        )
 
     p = sub.add_parser("segment", help="segment images: kmseg segment INPUT... -k 4 -o OUT.zarr")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
@@ -135,8 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="segment a bundled sample photo")
-    p.add_argument("folder", nargs="?", default="kmseg-demo",
-                   help="folder for the sample and its output (default: kmseg-demo)")
+    p.add_argument(
+        "folder",
+        nargs="?",
+        default="kmseg-demo",
+        help="folder for the sample and its output (default: kmseg-demo)",
+    )
     p.add_argument("-k", default=4, type=int, help="number of clusters (default 4)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -151,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", 0) or 0
     logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING)
+    if verbose < 2:  # distributed logs every worker and client event at INFO
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except KmsegError as exc:
@@ -165,8 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verbose > 0:
             traceback.print_exc()
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"kmseg: error: {type(exc).__name__}: {message} (run with -v for details)",
-              file=sys.stderr)
+        print(
+            f"kmseg: error: {type(exc).__name__}: {message} (run with -v for details)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -9,7 +9,8 @@ A block names a ``kind`` and passes every other key to that kind's cluster class
       walltime: "02:00:00"
       scale: {jobs: 4}       # kmseg's own keys: scale, adapt, wait_for_workers
 
-Kinds: ``local`` (:class:`distributed.LocalCluster`), ``remote`` (an existing scheduler:
+Kinds: ``threads`` (local threads: ``n_workers`` of them, no cluster at all), ``local``
+(:class:`distributed.LocalCluster`), ``remote`` (an existing scheduler:
 ``address`` or ``scheduler_file``, optional ``tls_*``), the dask-jobqueue systems (``slurm``,
 ``pbs``, ``sge``, ``lsf``, ``htcondor``, ``moab``, ``oar``), ``kubernetes`` (the dask-kubernetes
 operator's ``KubeCluster``) and ``gateway`` (Dask Gateway). The optional packages are imported
@@ -37,7 +38,7 @@ FACTORIES: dict[str, tuple[str, str, str]] = {
     "kubernetes": ("dask_kubernetes.operator", "KubeCluster", "kubernetes"),
 }
 #: Every kind a block may name.
-KINDS = ("local", "remote", "gateway", *FACTORIES)
+KINDS = ("threads", "local", "remote", "gateway", *FACTORIES)
 #: Keys kmseg reads itself; all others go to the cluster class.
 CONTROL_KEYS = ("kind", "scale", "adapt", "wait_for_workers")
 #: Keys of a ``remote`` block.
@@ -55,6 +56,14 @@ def validate_cluster(spec: Mapping[str, Any]) -> None:
     kind = spec.get("kind")
     if kind not in KINDS:
         raise ConfigError(f"cluster kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "threads":
+        unknown = sorted(set(spec) - {"kind", "n_workers"})
+        if unknown:
+            raise ConfigError(f"unknown keys in a threads cluster block: {', '.join(unknown)}")
+        n = spec.get("n_workers")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ConfigError("n_workers of a threads cluster block must be a positive number")
+        return
     if kind == "remote":
         unknown = sorted(set(spec) - set(REMOTE_KEYS))
         if unknown:
@@ -93,12 +102,12 @@ def cluster_class(kind: str) -> Any:
 def start_cluster(spec: Mapping[str, Any]) -> Iterator[Any]:
     """Start the cluster a block describes, scale it, yield it and close it afterwards.
 
-    Not for ``remote`` blocks, which name a cluster that is already running.
+    Not for ``remote`` blocks (a cluster that is already running) nor ``threads`` (none).
     """
     validate_cluster(spec)
     kind = spec["kind"]
-    if kind == "remote":
-        raise ConfigError("a remote cluster is connected to, not started")
+    if kind in ("remote", "threads"):
+        raise ConfigError(f"a {kind} cluster block does not start a cluster")
     options = {k: v for k, v in spec.items() if k not in CONTROL_KEYS}
     if kind == "gateway":
         with _gateway_cluster(options) as cluster:

@@ -51,8 +51,9 @@ class JobConfig:
         Array inside a Zarr group input.
     chunks : list of int or None
         Spatial chunk shape; chosen from ``chunk_mb`` when unset.
-    chunk_mb : float
-        Target size of one chunk of the input in MiB.
+    chunk_mb : float or None
+        Target size of one chunk of the input in MiB; chosen from the memory available
+        per thread when unset.
     pyramid_levels : int or None
         Number of output levels; chosen from the image size when unset.
     overwrite : bool
@@ -99,7 +100,7 @@ class JobConfig:
     series: int = 0
     array_path: str | None = None
     chunks: list[int] | None = None
-    chunk_mb: float = 32.0
+    chunk_mb: float | None = None
     pyramid_levels: int | None = None
     overwrite: bool = False
     scheduler: str | None = None
@@ -125,7 +126,9 @@ class JobConfig:
         if self.k > 65535:
             raise ConfigError(f"k must be at most 65535, got {self.k}")
         if self.engine not in ENGINE_NAMES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
+            raise ConfigError(
+                f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}"
+            )
         if self.colour_space not in ("rgb", "lab"):
             raise ConfigError(f"colour_space must be 'rgb' or 'lab', got {self.colour_space!r}")
         if self.spatial_weight < 0:
@@ -136,7 +139,7 @@ class JobConfig:
             raise ConfigError(f"local_scheduler must be one of {', '.join(SCHEDULERS)}")
         if self.chunks is not None and any(c < 1 for c in self.chunks):
             raise ConfigError("chunks must be positive")
-        if self.chunk_mb <= 0:
+        if self.chunk_mb is not None and self.chunk_mb <= 0:
             raise ConfigError("chunk_mb must be positive")
         if self.max_iter < 1 or self.n_init < 1 or self.tol < 0:
             raise ConfigError("max_iter and n_init must be >= 1 and tol >= 0")
@@ -218,8 +221,10 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
     if isinstance(data, dict) and set(data) == {key} and isinstance(data[key], dict):
         data = data[key]
     if not isinstance(data, dict):
-        raise ConfigError(f"{key} must be a mapping, a YAML file holding one or inline YAML "
-                          f"such as '{{kind: local}}', got {value!r}")
+        raise ConfigError(
+            f"{key} must be a mapping, a YAML file holding one or inline YAML "
+            f"such as '{{kind: local}}', got {value!r}"
+        )
     return data
 
 
@@ -259,17 +264,17 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     return out
 
 
-def build_config(
-    *layers: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> JobConfig:
+def build_config(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> JobConfig:
     """Merge defaults, the given layers (in order) with the environment before the last layer.
 
     Typical call: ``build_config(yaml_dict, cli_overrides)``.
     """
     merged: dict[str, Any] = {}
-    ordered = [*layers[:-1], from_environment(environ), *layers[-1:]] if layers else [
-        from_environment(environ)
-    ]
+    ordered = (
+        [*layers[:-1], from_environment(environ), *layers[-1:]]
+        if layers
+        else [from_environment(environ)]
+    )
     for layer in ordered:
         for key, value in layer.items():
             merged[key] = coerce(key, value)

@@ -9,8 +9,9 @@ from pipeline.config import build_config
 from pipeline.samples import resolve
 
 
-def run_demo(folder: str = "kmseg-demo", *, k: int = 4, overwrite: bool = False,
-             quiet: bool = False) -> str:
+def run_demo(
+    folder: str = "kmseg-demo", *, k: int = 4, overwrite: bool = False, quiet: bool = False
+) -> str:
     """Segment scikit-image's astronaut photo (a PNG file) into ``folder``; return the output.
 
     The photo goes through the same reader as any user file.
@@ -23,6 +24,8 @@ def run_demo(folder: str = "kmseg-demo", *, k: int = 4, overwrite: bool = False,
     )
     [result] = run(config)
     print(f"kmseg demo: segmented {image_path} into k={k} clusters (mse {result.mse:.5f}).")
-    print(f"kmseg demo: wrote {output} (recoloured image at {output}/0, labels at "
-          f"{output}/labels/clusters/0). Inspect it with: kmseg info {output}")
+    print(
+        f"kmseg demo: wrote {output} (recoloured image at {output}/0, labels at "
+        f"{output}/labels/clusters/0). Inspect it with: kmseg info {output}"
+    )
     return output

@@ -73,9 +73,10 @@ def open_executor(config: JobConfig) -> Iterator[Executor]:
     with contextlib.ExitStack() as stack:
         client = _open_client(config, stack)
         if client is None:
-            settings: dict[str, Any] = {"scheduler": config.local_scheduler}
-            if config.n_workers and config.local_scheduler == "threads":
-                settings["num_workers"] = config.n_workers
+            scheduler, n_threads = _local(config)
+            settings: dict[str, Any] = {"scheduler": scheduler}
+            if n_threads and scheduler == "threads":
+                settings["num_workers"] = n_threads
             stack.enter_context(dask.config.set(settings))
             yield Executor(None, progress=progress)
             return
@@ -88,6 +89,14 @@ def open_executor(config: JobConfig) -> Iterator[Executor]:
         yield Executor(client, progress=progress)
 
 
+def _local(config: JobConfig) -> tuple[str, int | None]:
+    """The local scheduler and its number of threads (a ``threads`` block wins)."""
+    spec = config.cluster or {}
+    if spec.get("kind") == "threads":
+        return "threads", spec.get("n_workers") or config.n_workers
+    return config.local_scheduler, config.n_workers
+
+
 def _open_client(config: JobConfig, stack: contextlib.ExitStack) -> Any:
     """A distributed client for the config (closed by ``stack``), or None for local threads."""
     timeout = config.connect_timeout
@@ -96,8 +105,8 @@ def _open_client(config: JobConfig, stack: contextlib.ExitStack) -> Any:
         return stack.enter_context(
             connect(config.scheduler, config.scheduler_file, security=security, timeout=timeout)
         )
-    if config.cluster:
-        spec = config.cluster
+    spec = config.cluster or {}
+    if spec and spec.get("kind") != "threads":
         if spec.get("kind") == "remote":
             security = make_security(
                 config.tls_ca_file or spec.get("tls_ca_file"),
@@ -115,13 +124,12 @@ def _open_client(config: JobConfig, stack: contextlib.ExitStack) -> Any:
         if spec.get("wait_for_workers"):
             client.wait_for_workers(int(spec["wait_for_workers"]))
         return client
-    if config.local_scheduler == "processes" or config.performance_report:
+    scheduler, n_threads = _local(config)
+    if scheduler == "processes" or config.performance_report:
         from distributed import Client, LocalCluster
 
-        processes = config.local_scheduler == "processes"
-        threads = 1 if config.local_scheduler == "synchronous" else (
-            config.n_workers or os.cpu_count() or 1
-        )
+        processes = scheduler == "processes"
+        threads = 1 if scheduler == "synchronous" else (n_threads or os.cpu_count() or 1)
         cluster = stack.enter_context(
             LocalCluster(
                 n_workers=(config.n_workers if processes else 1),
@@ -199,7 +207,8 @@ def connect(
 
 def uses_cluster(config: JobConfig) -> bool:
     """True when the job runs on a cluster named by the config (workers may be elsewhere)."""
-    return bool(config.scheduler or config.scheduler_file or config.cluster)
+    kind = (config.cluster or {}).get("kind")
+    return bool(config.scheduler or config.scheduler_file or kind not in (None, "threads"))
 
 
 def shared_path(path: str, config: JobConfig) -> str:

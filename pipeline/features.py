@@ -127,9 +127,7 @@ class FeatureSpec:
                 ],
                 indexing="ij",
             )
-            coords = np.stack([g.ravel() for g in grids], axis=1) * np.float32(
-                self.spatial_weight
-            )
+            coords = np.stack([g.ravel() for g in grids], axis=1) * np.float32(self.spatial_weight)
             feats = np.concatenate([feats, coords], axis=1)
         return feats, valid
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import zarr
 
 from pipeline.errors import InputError
+from pipeline.outputs import is_zarr_store
 
 
 def describe_output(path: str) -> str:
     """A human-readable summary of a kmseg output store."""
-    if not os.path.exists(path):
-        raise InputError(path, "no such output store")
+    if not is_zarr_store(path):
+        raise InputError(path, "no such output store (no Zarr metadata there)")
     try:
         root = zarr.open_group(path, mode="r")
     except Exception as exc:  # zarr raises several types for non-stores
@@ -32,7 +31,7 @@ def _describe_image(name: str, group: zarr.Group) -> list[str]:
     meta = group.attrs.get("kmseg", {})
     prefix = f"[{name}] " if name else ""
     if meta.get("status") != "complete":
-        return [f"{prefix}INCOMPLETE: the job did not finish; rerun it with --overwrite"]
+        return [f"{prefix}INCOMPLETE: the job did not finish; rerun the same command to redo it"]
     inp = meta.get("input", {})
     ome = group.attrs.get("ome", {})
     levels = [d["path"] for d in ome.get("multiscales", [{}])[0].get("datasets", [])]

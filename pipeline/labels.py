@@ -63,15 +63,19 @@ def label_image(image: da.Array, spec: FeatureSpec, labeller, k: int) -> da.Arra
     """Lazy label image (spatial shape of ``image``)."""
     spatial_ndim = len(spec.spatial_shape)
     drop = list(range(spatial_ndim, image.ndim))
+    token = dask.base.tokenize(image.name, labeller, k)
+    # One graph key holds the labeller (it may carry a lookup table of many MiB); every block
+    # task depends on that key instead of embedding its own copy.
+    shared = dask.delayed(labeller, name="labeller-" + token, traverse=False)
     return da.map_blocks(
         _label_block,
         image,
-        labeller=labeller,
+        labeller=shared,
         spatial_ndim=spatial_ndim,
         drop_axis=drop,
         dtype=label_dtype(k),
         meta=np.empty((0,) * spatial_ndim, dtype=label_dtype(k)),
-        name="labels-" + dask.base.tokenize(image.name, labeller, k),
+        name="labels-" + token,
     )
 
 
@@ -114,13 +118,19 @@ def recolour(labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.nda
     )
 
 
-def _block_stats(block: np.ndarray, labels: np.ndarray, spec: FeatureSpec, centres: np.ndarray,
-                 origin: tuple[int, ...]) -> np.ndarray:
+def _block_stats(
+    block: np.ndarray,
+    labels: np.ndarray,
+    spec: FeatureSpec,
+    centres: np.ndarray,
+    origin: tuple[int, ...],
+) -> np.ndarray:
     feats, valid = spec.block_features(block, origin)
     flat = labels.reshape(-1).astype(np.intp)
     k = len(centres)
-    ext = np.vstack([np.zeros((1, centres.shape[1])), centres])
-    sq = ((feats.astype(np.float64) - ext[flat]) ** 2).sum(axis=1)
+    ext = np.vstack([np.zeros((1, centres.shape[1])), centres]).astype(np.float32)
+    diff = feats - ext[flat]
+    sq = np.einsum("ij,ij->i", diff, diff)
     sq[~valid] = 0
     out = np.zeros((2, k + 1), dtype=np.float64)
     out[0] = np.bincount(flat, minlength=k + 1)
@@ -128,7 +138,9 @@ def _block_stats(block: np.ndarray, labels: np.ndarray, spec: FeatureSpec, centr
     return out
 
 
-def cluster_stats(image: da.Array, labels: da.Array, spec: FeatureSpec, centres: np.ndarray) -> da.Array:
+def cluster_stats(
+    image: da.Array, labels: da.Array, spec: FeatureSpec, centres: np.ndarray
+) -> da.Array:
     """Lazy ``(2, k+1)`` array: pixel count and sum of squared feature distances per label.
 
     Column 0 counts pixels without data. Shares the reading and labelling tasks with the
@@ -141,6 +153,8 @@ def cluster_stats(image: da.Array, labels: da.Array, spec: FeatureSpec, centres:
     stat = dask.delayed(_block_stats, pure=True)
     parts = [
         da.from_delayed(stat(b, lb, spec, centres, origin), shape=(2, k + 1), dtype=np.float64)
-        for b, lb, (_, origin, _) in zip(img_blocks, lab_blocks, block_origins(image, spatial_ndim), strict=True)
+        for b, lb, (_, origin, _) in zip(
+            img_blocks, lab_blocks, block_origins(image, spatial_ndim), strict=True
+        )
     ]
     return da.stack(parts).sum(axis=0, split_every=16)

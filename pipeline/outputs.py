@@ -94,10 +94,20 @@ def output_status(path: str) -> str | None:
 
 
 def _exists(path: str) -> bool:
-    if is_url(path):
-        fs, root = _url_fs(path)
-        return bool(fs.exists(root))
-    return os.path.exists(path)
+    """True if a local path exists, or if any object lies under a URL.
+
+    Object stores that keep empty "directories" (SeaweedFS, MinIO) would otherwise make a
+    deleted output look present.
+    """
+    if not is_url(path):
+        return os.path.exists(path)
+    if is_zarr_store(path):
+        return True
+    fs, root = _url_fs(path)
+    try:
+        return bool(fs.find(root))
+    except FileNotFoundError:
+        return False
 
 
 def _same(a: str, b: str) -> bool:
@@ -111,6 +121,9 @@ def check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
 
     An unfinished kmseg output (status ``incomplete``) may always be replaced.
     """
+    if str(path).startswith(("http://", "https://")):
+        raise OutputError(f"{path}: HTTP(S) URLs are read-only; write the output to a folder "
+                          "or an object store URL (s3://, gs://)")
     if not _exists(path):
         if not is_url(path):
             parent = os.path.dirname(os.path.abspath(path))
@@ -145,13 +158,20 @@ def create_root(path: str, overwrite: bool) -> zarr.Group:
 
     An unfinished output of an earlier kmseg run is replaced even without ``overwrite``.
     """
+    removed = False
     if _exists(path):
         if output_status(path) == "incomplete":
             log.warning("kmseg: replacing the unfinished output %s of an earlier run", path)
             remove_output(path)
+            removed = True
         elif overwrite:
             remove_output(path)
+            removed = True
+    # Once our own removal is done, "w" is as safe as "w-" and clears what "w-" would take for
+    # data: empty "directories" some object stores keep after a delete, or a chunk written
+    # meanwhile by a task of the killed run that was still going on a remote worker.
+    mode = "w" if removed else "w-"
     try:
-        return zarr.open_group(path, mode="w-", zarr_format=3)
+        return zarr.open_group(path, mode=mode, zarr_format=3)
     except (OSError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
         raise OutputError(f"{path}: cannot create the output ({exc})") from None

@@ -13,6 +13,7 @@ no pixels. :meth:`Plan.execute` runs the stages, each over all inputs at once:
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ import dask.array as da
 import numpy as np
 
 from pipeline import __version__
-from pipeline.chunking import choose_chunks
+from pipeline.chunking import choose_chunks, chunk_bytes_for_memory, local_memory_bytes
 from pipeline.config import JobConfig
 from pipeline.engines import FitParams, FitResult, select_engine
 from pipeline.errors import InputError
@@ -96,7 +97,9 @@ class Plan:
             for job in self.jobs
         }
         t0 = time.perf_counter()
-        lazy = {job.name: engines[job.name].summarise(job.image, job.spec, params) for job in self.jobs}
+        lazy = {
+            job.name: engines[job.name].summarise(job.image, job.spec, params) for job in self.jobs
+        }
         pending = [name for name, value in lazy.items() if value is not None]
         if pending:
             values = executor.compute(*[lazy[n] for n in pending], label="summarising")
@@ -107,10 +110,8 @@ class Plan:
             return engines[job.name].fit(lazy[job.name], job.image, job.spec, params)
 
         t0 = time.perf_counter()
-        self._say(
-            "fitting k=%d: %s"
-            % (params.k, ", ".join(f"{j.name} ({engines[j.name].name})" for j in self.jobs))
-        )
+        described = ", ".join(f"{j.name} ({engines[j.name].name})" for j in self.jobs)
+        self._say(f"fitting k={params.k}: {described}")
         with ThreadPoolExecutor(max_workers=max(1, len(self.jobs))) as pool:
             for job, result in zip(self.jobs, pool.map(fit, self.jobs), strict=True):
                 job.fit = result
@@ -175,11 +176,20 @@ class Plan:
             tasks += write_label_pyramid(
                 group, labels, spatial, levels, label_colours(_display_rgb(job.spec, centres))
             )
-            stats.append(cluster_stats(job.image, labels, job.spec, centres))
-        computed = executor.compute(*stats, *tasks, label="labelling and writing")
+            stats.append(
+                job.fit.stats
+                if job.fit.stats is not None
+                else cluster_stats(job.image, labels, job.spec, centres)
+            )
+        lazy = [i for i, stat in enumerate(stats) if not isinstance(stat, np.ndarray)]
+        computed = executor.compute(
+            *[stats[i] for i in lazy], *tasks, label="labelling and writing"
+        )
+        for i, value in zip(lazy, computed, strict=False):
+            stats[i] = value
         write_s = time.perf_counter() - t0
         results = []
-        for job, stat in zip(self.jobs, computed[: len(stats)], strict=True):
+        for job, stat in zip(self.jobs, stats, strict=True):
             job.timings["label_write_s"] = write_s
             job.timings["total_s"] = time.perf_counter() - started
             result = _result(self.config, job, stat)
@@ -227,7 +237,7 @@ def _result(config: JobConfig, job: ImageJob, stat: np.ndarray) -> SegmentationR
     metadata = {
         "version": __version__,
         "status": "complete",
-        "k": int(len(fit.centres)),
+        "k": len(fit.centres),
         "engine": fit.engine,
         "optimal": bool(fit.optimal),
         "n_iter": fit.n_iter,
@@ -253,7 +263,7 @@ def _result(config: JobConfig, job: ImageJob, stat: np.ndarray) -> SegmentationR
     return SegmentationResult(
         name=job.name,
         output=config.output if len(config.inputs) == 1 else f"{config.output}/{job.name}",
-        k=int(len(fit.centres)),
+        k=len(fit.centres),
         engine=fit.engine,
         centres=centres_input,
         centres_features=fit.centres,
@@ -288,13 +298,22 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
     if sources is None:
         paths = expand_urls([resolve_sample(item) for item in config.inputs])
         sources = [
-            open_input(shared_path(p, config), level=config.level, series=config.series,
-                       array_path=config.array_path)
+            open_input(
+                shared_path(p, config),
+                level=config.level,
+                series=config.series,
+                array_path=config.array_path,
+            )
             for p in paths
         ]
     config = dataclasses.replace(config, output=shared_path(config.output, config))
     check_output(config.output, config.overwrite, [s.path for s in sources])
     names = unique_names([s.path for s in sources])
+    target_bytes = (
+        config.chunk_mb * 2**20
+        if config.chunk_mb
+        else chunk_bytes_for_memory(local_memory_bytes(), config.n_workers or os.cpu_count() or 1)
+    )
     jobs = []
     for name, source in zip(names, sources, strict=True):
         native = source.native_chunks[: source.spatial_ndim] if source.native_chunks else None
@@ -305,12 +324,15 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
                 source.spatial_shape,
                 source.dtype.itemsize,
                 source.n_channels,
-                config.chunk_mb * 2**20,
+                target_bytes,
                 native,
             )
         )
         if len(chunks) != source.spatial_ndim:
-            raise InputError(source.path, f"chunks {list(chunks)} do not match its {source.spatial_ndim} spatial axes")
+            raise InputError(
+                source.path,
+                f"chunks {list(chunks)} do not match its {source.spatial_ndim} spatial axes",
+            )
         jobs.append(
             ImageJob(
                 name=name,

@@ -45,7 +45,9 @@ def sample_features(image: da.Array, spec: FeatureSpec, n: int, random_state: in
     blocks = spatial_block_keys(image, len(spatial_shape))
     sample = dask.delayed(_sample_block, pure=True)
     parts = []
-    for block, (_, origin, shape) in zip(blocks, block_origins(image, len(spatial_shape)), strict=True):
+    for block, (_, origin, shape) in zip(
+        blocks, block_origins(image, len(spatial_shape)), strict=True
+    ):
         inside = np.ones(len(chosen[0]), dtype=bool)
         for d, (o, s) in enumerate(zip(origin, shape, strict=True)):
             inside &= (chosen[d] >= o) & (chosen[d] < o + s)

@@ -7,20 +7,32 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.chunking import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, choose_chunks, chunk_bytes_for_memory
+from pipeline.chunking import (
+    MAX_CHUNK_BYTES,
+    MIN_CHUNK_BYTES,
+    choose_chunks,
+    chunk_bytes_for_memory,
+)
 from pipeline.io.ngff import level_chunks
 
 shapes = st.lists(st.integers(1, 200_000), min_size=2, max_size=3).map(tuple)
 
 
-@given(shape=shapes, itemsize=st.sampled_from([1, 2, 4, 8]), channels=st.integers(1, 4),
-       target=st.integers(2**16, 2**28))
+@given(
+    shape=shapes,
+    itemsize=st.sampled_from([1, 2, 4, 8]),
+    channels=st.integers(1, 4),
+    target=st.integers(2**16, 2**28),
+)
 def test_chunks_fit_the_image_and_the_target(shape, itemsize, channels, target):
     chunks = choose_chunks(shape, itemsize, channels, target)
     assert len(chunks) == len(shape)
     assert all(1 <= c <= s for c, s in zip(chunks, shape, strict=True))
     # Never far above the target: each axis is at most one alignment step over its share.
-    assert math.prod(chunks) * itemsize * channels <= max(target, 64**len(shape) * itemsize * channels) * 8
+    assert (
+        math.prod(chunks) * itemsize * channels
+        <= max(target, 64 ** len(shape) * itemsize * channels) * 8
+    )
 
 
 @given(tile=st.sampled_from([128, 256, 512]), n=st.integers(2, 400))

@@ -84,6 +84,7 @@ def test_overwrite_refuses_a_folder_that_is_not_zarr(npy_image, tmp_path, capsys
 
 
 def test_python_dash_m_pipeline(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True, check=True
+    )
     assert done.stdout.startswith("kmseg ")

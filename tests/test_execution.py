@@ -6,9 +6,9 @@ import dask
 import numpy as np
 import pytest
 
+from pipeline import run
 from pipeline.config import build_config
 from pipeline.plan import build_plan
-from pipeline import run
 from tests.helpers import read_output
 
 
@@ -37,8 +37,16 @@ def test_process_cluster_matches_threads(tmp_path, photos):
     np.save(path, photos["coffee"])
     common = {"inputs": [str(path)], "k": 4, "quiet": True, "chunks": [150, 250]}
     run(build_config({**common, "output": str(tmp_path / "threads.zarr")}))
-    run(build_config({**common, "output": str(tmp_path / "procs.zarr"),
-                      "local_scheduler": "processes", "n_workers": 2}))
+    run(
+        build_config(
+            {
+                **common,
+                "output": str(tmp_path / "procs.zarr"),
+                "local_scheduler": "processes",
+                "n_workers": 2,
+            }
+        )
+    )
     threads = read_output(str(tmp_path / "threads.zarr"))
     procs = read_output(str(tmp_path / "procs.zarr"))
     np.testing.assert_array_equal(threads[0], procs[0])

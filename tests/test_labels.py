@@ -57,8 +57,9 @@ def test_nan_pixels_get_label_zero(rng):
     dimage = da.from_array(image, chunks=(4, 5))
     labels = label_image(dimage, spec, NearestCentreLabeller(spec, centres), 2)
     table = palette(spec, centres, image.dtype)
-    got, rec, stats = da.compute(labels, recolour(labels, dimage, spec, table),
-                                 cluster_stats(dimage, labels, spec, centres))
+    got, rec, stats = da.compute(
+        labels, recolour(labels, dimage, spec, table), cluster_stats(dimage, labels, spec, centres)
+    )
     assert (got[2:4, 5:7] == 0).all()
     assert np.isnan(rec[2:4, 5:7]).all()
     assert (got[np.isfinite(image)] > 0).all()

@@ -1,4 +1,9 @@
-"""Fitting engines and the choice between them."""
+"""Fitting engines and the choice between them.
+
+``auto`` picks the exact engine (weighted distinct values; proven optimum for one feature) for
+integer images whose features depend only on the value and whose values pack into keys of at
+most :data:`~pipeline.engines.keys.AUTO_MAX_KEY_BITS` bits, and dask-ml otherwise.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,35 @@ import dask.array as da
 
 from pipeline.engines.base import Engine, FitParams, FitResult
 from pipeline.engines.daskml import DaskMLEngine
+from pipeline.engines.exact import ExactEngine
+from pipeline.engines.keys import AUTO_MAX_KEY_BITS, exact_obstacle
+from pipeline.engines.sample import SampleEngine
 from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
 
-ENGINES: dict[str, type] = {"dask-ml": DaskMLEngine}
+ENGINES: dict[str, type] = {"exact": ExactEngine, "dask-ml": DaskMLEngine, "sample": SampleEngine}
 
 
 def select_engine(name: str, image: da.Array, spec: FeatureSpec, params: FitParams) -> Engine:
-    """Return the engine called ``name``; ``"auto"`` picks the best that applies."""
+    """Return the engine called ``name``; ``"auto"`` picks the best that applies.
+
+    Raises :class:`ConfigError` for an unknown name or for ``"exact"`` on an image it does not
+    apply to.
+    """
     if name == "auto":
+        if exact_obstacle(spec, AUTO_MAX_KEY_BITS) is None:
+            return ExactEngine()
         return DaskMLEngine()
+    if name == "exact":
+        obstacle = exact_obstacle(spec)
+        if obstacle:
+            raise ConfigError(f"engine 'exact' does not apply to this image: {obstacle}")
     try:
         return ENGINES[name]()
     except KeyError:
-        raise ConfigError(f"unknown engine {name!r}; choose from auto, {', '.join(ENGINES)}") from None
+        raise ConfigError(
+            f"unknown engine {name!r}; choose from auto, {', '.join(ENGINES)}"
+        ) from None
 
 
 __all__ = ["ENGINES", "Engine", "FitParams", "FitResult", "select_engine"]

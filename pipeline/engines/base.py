@@ -50,6 +50,10 @@ class FitResult:
     labeller : object or None
         Optional picklable ``labeller(block, origin) -> labels`` (1..k, 0 for no data) that is
         faster than nearest-centre search (a lookup table, say).
+    stats : ndarray or None
+        ``(2, k + 1)`` pixel counts and sums of squared feature distances per label (column 0:
+        no data), when the engine knows them exactly without another pass over the pixels
+        (a weighted table of every pixel value does).
     info : dict
         Engine-specific facts recorded in the output metadata.
     """
@@ -59,6 +63,7 @@ class FitResult:
     n_iter: int | None = None
     optimal: bool = False
     labeller: Any = None
+    stats: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 

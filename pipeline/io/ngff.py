@@ -66,9 +66,24 @@ def _store(source: da.Array, target: zarr.Array) -> Any:
     return da.store(source, target, lock=False, compute=False, return_stored=False)
 
 
-def chunk_shape(dask_chunks: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
-    """The Zarr chunk shape matching a Dask array's (first) chunks."""
-    return tuple(max(c[0], 1) for c in dask_chunks)
+#: Downsampled levels keep chunks of at least this many pixels per axis.
+MIN_LEVEL_CHUNK = 128
+
+
+def level_chunks(
+    full_chunks: tuple[int, ...], shape: tuple[int, ...], level: int, spatial_ndim: int
+) -> tuple[int, ...]:
+    """Spatial Zarr chunk shape of pyramid ``level`` (y and x halved per level).
+
+    Halving the chunks with the pixels keeps each chunk of a level computed from one chunk of
+    full resolution, so memory does not grow with the number of levels.
+    """
+    out = []
+    for axis, (chunk, size) in enumerate(zip(full_chunks, shape, strict=True)):
+        if axis >= spatial_ndim - 2:
+            chunk = max(chunk >> level, min(chunk, MIN_LEVEL_CHUNK))
+        out.append(max(1, min(chunk, size)))
+    return tuple(out)
 
 
 def write_image_pyramid(
@@ -92,12 +107,20 @@ def write_image_pyramid(
         if level:
             level_image = downsample_image(level_image, spatial_ndim)
         stored = da.moveaxis(level_image, -1, 0) if with_channel else level_image
-        chunks = chunk_shape(image.chunks[:spatial_ndim])
+        chunks = level_chunks(
+            tuple(c[0] for c in image.chunks[:spatial_ndim]),
+            level_image.shape[:spatial_ndim],
+            level,
+            spatial_ndim,
+        )
         chunks = ((image.shape[-1],) if with_channel else ()) + chunks
-        chunks = tuple(min(c, s) for c, s in zip(chunks, stored.shape, strict=True))
         target = group.create_array(
-            str(level), shape=stored.shape, dtype=stored.dtype, chunks=chunks,
-            fill_value=0, dimension_names=[a["name"] for a in _axes(spatial, with_channel)],
+            str(level),
+            shape=stored.shape,
+            dtype=stored.dtype,
+            chunks=chunks,
+            fill_value=0,
+            dimension_names=[a["name"] for a in _axes(spatial, with_channel)],
         )
         tasks.append(_store(stored, target))
     group.attrs["ome"] = {
@@ -121,14 +144,17 @@ def write_label_pyramid(
     group = labels_group.require_group(LABEL_NAME)
     tasks = []
     level_labels = labels
-    chunks = chunk_shape(labels.chunks)
+    full_chunks = tuple(c[0] for c in labels.chunks)
     for level in range(n_levels):
         if level:
             level_labels = downsample_labels(level_labels)
         target = group.create_array(
-            str(level), shape=level_labels.shape, dtype=level_labels.dtype,
-            chunks=tuple(min(c, s) for c, s in zip(chunks, level_labels.shape, strict=True)),
-            fill_value=0, dimension_names=list(spatial.axes),
+            str(level),
+            shape=level_labels.shape,
+            dtype=level_labels.dtype,
+            chunks=level_chunks(full_chunks, level_labels.shape, level, labels.ndim),
+            fill_value=0,
+            dimension_names=list(spatial.axes),
         )
         tasks.append(_store(level_labels, target))
     image_label: dict[str, Any] = {"colors": colours, "source": {"image": "../../"}}

@@ -13,6 +13,7 @@ Credentials and endpoints come from the environment of each process (``AWS_*`` v
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -115,13 +116,20 @@ class CopiedFileReader:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         local = _COPIES.get(self.url, self.version)
+        try:
+            return dataclasses.replace(self.inner, path=local)[key]
+        except Exception:
+            if os.path.exists(local):
+                raise
+        # Another task of this process evicted the copy meanwhile: fetch it again.
+        local = _COPIES.get(self.url, self.version)
         return dataclasses.replace(self.inner, path=local)[key]
 
 
 class LocalCopies:
     """Whole-file copies of remote objects in a private temporary folder (LRU, thread-safe)."""
 
-    def __init__(self, maxsize: int = 4) -> None:
+    def __init__(self, maxsize: int = 8) -> None:
         self.maxsize = maxsize
         self._paths: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._lock = threading.Lock()
@@ -173,10 +181,8 @@ class LocalCopies:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass
 
 
 _COPIES = LocalCopies()

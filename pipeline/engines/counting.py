@@ -1,0 +1,110 @@
+"""Counting distinct integer keys: dense histograms, radix sorting and sorted merges.
+
+Compiled with Numba (GIL released), these replace ``np.bincount`` (which copies its input to
+``intp``), ``np.unique`` (a comparison sort) and sort-based merging in the summary pass.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_DIGIT_BITS = 8
+
+
+@numba.njit(nogil=True, cache=True)
+def _histogram(keys, size):  # pragma: no cover - compiled
+    out = np.zeros(size, dtype=np.int64)
+    for key in keys:
+        out[key] += 1
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _radix_sort(keys, key_bits):  # pragma: no cover - compiled
+    a = keys.copy()
+    b = np.empty_like(a)
+    n = len(a)
+    radix = 1 << _DIGIT_BITS
+    for shift in range(0, key_bits, _DIGIT_BITS):
+        count = np.zeros(radix + 1, dtype=np.int64)
+        for x in a:
+            count[((x >> shift) & (radix - 1)) + 1] += 1
+        if count.max() == n:
+            continue
+        for d in range(radix):
+            count[d + 1] += count[d]
+        for x in a:
+            d = (x >> shift) & (radix - 1)
+            b[count[d]] = x
+            count[d] += 1
+        a, b = b, a
+    return a
+
+
+@numba.njit(nogil=True, cache=True)
+def _runs(sorted_keys):  # pragma: no cover - compiled
+    n = len(sorted_keys)
+    keys = np.empty_like(sorted_keys)
+    counts = np.empty(n, dtype=np.int64)
+    m = -1
+    for i in range(n):
+        if m < 0 or sorted_keys[i] != keys[m]:
+            m += 1
+            keys[m] = sorted_keys[i]
+            counts[m] = 0
+        counts[m] += 1
+    return keys[: m + 1].copy(), counts[: m + 1].copy()
+
+
+@numba.njit(nogil=True, cache=True)
+def _merge(k1, c1, k2, c2):  # pragma: no cover - compiled
+    keys = np.empty(len(k1) + len(k2), dtype=k1.dtype)
+    counts = np.empty(len(k1) + len(k2), dtype=np.int64)
+    i = j = m = 0
+    while i < len(k1) and j < len(k2):
+        if k1[i] < k2[j]:
+            keys[m], counts[m] = k1[i], c1[i]
+            i += 1
+        elif k2[j] < k1[i]:
+            keys[m], counts[m] = k2[j], c2[j]
+            j += 1
+        else:
+            keys[m], counts[m] = k1[i], c1[i] + c2[j]
+            i += 1
+            j += 1
+        m += 1
+    while i < len(k1):
+        keys[m], counts[m] = k1[i], c1[i]
+        i += 1
+        m += 1
+    while j < len(k2):
+        keys[m], counts[m] = k2[j], c2[j]
+        j += 1
+        m += 1
+    return keys[:m].copy(), counts[:m].copy()
+
+
+def count_dense(keys: np.ndarray, key_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys (sorted) and their counts, through a histogram of ``2**key_bits`` bins."""
+    hist = _histogram(np.ascontiguousarray(keys), 1 << key_bits)
+    uniq = np.flatnonzero(hist)
+    return uniq.astype(keys.dtype), hist[uniq]
+
+
+def count_sorted(keys: np.ndarray, key_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys (sorted) and their counts, through an LSD radix sort."""
+    if len(keys) == 0:
+        return keys.copy(), np.zeros(0, dtype=np.int64)
+    return _runs(_radix_sort(np.ascontiguousarray(keys), key_bits))
+
+
+def merge_counts(
+    parts: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge sorted distinct ``(keys, counts)`` pairs, adding counts of equal keys."""
+    parts = list(parts)
+    while len(parts) > 1:
+        merged = [_merge(*parts[i], *parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        parts = merged + ([parts[-1]] if len(parts) % 2 else [])
+    return parts[0]

@@ -1,0 +1,329 @@
+"""Weighted nearest-centre assignment and Lloyd iterations on in-memory tables.
+
+Lloyd iterations keep Hamerly's distance bounds (an upper bound to the own centre, a lower bound
+to every other), so rows whose centre cannot have changed are skipped: near convergence an
+iteration costs little more than one pass over the rows.
+
+The kernels are compiled with Numba, release the GIL, and are run over row ranges in a small
+thread pool, so they are safe to call from any thread (no nested parallel runtimes).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+#: Rows below which the kernels run on the calling thread only.
+_PARALLEL_ROWS = 1 << 16
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _assign_accumulate(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
+    n, d = X.shape
+    k = Ct.shape[1]
+    cost = 0.0
+    dj = np.empty(k)
+    for i in range(n):
+        dj[:] = 0.0
+        for f in range(d):
+            xf = X[i, f]
+            for j in range(k):
+                t = xf - Ct[f, j]
+                dj[j] += t * t
+        best = dj[0]
+        bj = 0
+        for j in range(1, k):
+            if dj[j] < best:
+                best = dj[j]
+                bj = j
+        labels[i] = bj
+        dist[i] = best
+        wi = w[i]
+        cost += wi * best
+        wsum[bj] += wi
+        for f in range(d):
+            sums[bj, f] += wi * X[i, f]
+    return cost
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _bounded_pass(
+    X, w, Ct, shift, half, max_shift, labels, upper, lower, sums, wsum, full
+):  # pragma: no cover - compiled
+    n, d = X.shape
+    k = Ct.shape[1]
+    changed = 0
+    dj = np.empty(k)
+    for i in range(n):
+        a = -1 if full else labels[i]
+        scan = full
+        if not full:
+            u = upper[i] + shift[a]
+            lo = lower[i] - max_shift
+            m = max(half[a], lo)
+            if u > m:
+                s = 0.0
+                for f in range(d):
+                    t = X[i, f] - Ct[f, a]
+                    s += t * t
+                u = np.sqrt(s)
+                scan = u > m
+            upper[i] = u
+            lower[i] = lo
+        if scan:
+            dj[:] = 0.0
+            for f in range(d):
+                xf = X[i, f]
+                for j in range(k):
+                    t = xf - Ct[f, j]
+                    dj[j] += t * t
+            b1 = 0
+            d1 = dj[0]
+            d2 = np.inf
+            for j in range(1, k):
+                if dj[j] < d1:
+                    d2 = d1
+                    d1 = dj[j]
+                    b1 = j
+                elif dj[j] < d2:
+                    d2 = dj[j]
+            if b1 != a:
+                changed += 1
+            labels[i] = b1
+            upper[i] = np.sqrt(d1)
+            lower[i] = np.sqrt(d2)
+        a = labels[i]
+        wi = w[i]
+        wsum[a] += wi
+        for f in range(d):
+            sums[a, f] += wi * X[i, f]
+    return changed
+
+
+@numba.njit(nogil=True, cache=True)
+def _kmeanspp(X, w, k, uniform, n_trials):  # pragma: no cover - compiled
+    n, d = X.shape
+    centres = np.empty((k, d))
+    closest = np.empty(n)
+    cum = np.cumsum(w)
+    first = min(np.searchsorted(cum, uniform[0] * cum[-1], side="right"), n - 1)
+    centres[0] = X[first]
+    for i in range(n):
+        s = 0.0
+        for f in range(d):
+            t = X[i, f] - centres[0, f]
+            s += t * t
+        closest[i] = s
+    cand_dist = np.empty(n)
+    best_dist = np.empty(n)
+    for c in range(1, k):
+        pot = np.cumsum(w * closest)
+        best_pot = np.inf
+        best = 0
+        for trial in range(n_trials):
+            r = uniform[1 + (c - 1) * n_trials + trial] * pot[-1]
+            cand = min(np.searchsorted(pot, r, side="right"), n - 1)
+            total = 0.0
+            for i in range(n):
+                s = 0.0
+                for f in range(d):
+                    t = X[i, f] - X[cand, f]
+                    s += t * t
+                cand_dist[i] = min(s, closest[i])
+                total += w[i] * cand_dist[i]
+            if total < best_pot:
+                best_pot = total
+                best = cand
+                best_dist[:] = cand_dist
+        centres[c] = X[best]
+        closest[:] = best_dist
+    return centres
+
+
+def kmeans_plusplus(X: np.ndarray, w: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Greedy weighted k-means++ seeding (as scikit-learn: ``2 + log k`` trials per centre)."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    n_trials = 2 + int(np.log(k))
+    uniform = np.random.default_rng(seed).random(1 + (k - 1) * n_trials)
+    return _kmeanspp(X, w, int(k), uniform, n_trials)
+
+
+def _n_threads(n_rows: int) -> int:
+    return 1 if n_rows < _PARALLEL_ROWS else max(1, min(os.cpu_count() or 1, 16))
+
+
+@functools.cache
+def _pool(n_threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(n_threads, thread_name_prefix="kmseg-lloyd")
+
+
+def _split(n: int, body) -> list:
+    """Run ``body(thread, lo, hi)`` over row ranges covering ``range(n)``."""
+    n_threads = _n_threads(n)
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.intp)
+    if n_threads == 1:
+        return [body(0, 0, n)]
+    futures = [
+        _pool(n_threads).submit(body, t, bounds[t], bounds[t + 1]) for t in range(n_threads)
+    ]
+    return [f.result() for f in futures]
+
+
+def assign(
+    X: np.ndarray, w: np.ndarray, C: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Nearest centre of each row, with the weighted sums needed for a Lloyd update.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d), float64
+    w : ndarray, shape (n,), float64
+        Row weights.
+    C : ndarray, shape (k, d), float64
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (n,)
+    dist : ndarray, shape (n,)
+        Squared distance of each row to its centre.
+    sums : ndarray, shape (k, d)
+        Weighted sum of the rows of each cluster.
+    wsum : ndarray, shape (k,)
+        Total weight of each cluster.
+    cost : float
+        Weighted sum of squared distances.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    Ct = np.ascontiguousarray(np.asarray(C, dtype=np.float64).T)
+    n, d = X.shape
+    k = Ct.shape[1]
+    labels = np.empty(n, dtype=np.int32)
+    dist = np.empty(n, dtype=np.float64)
+    n_threads = _n_threads(n)
+    sums = np.zeros((n_threads, k, d))
+    wsum = np.zeros((n_threads, k))
+
+    def body(t: int, lo: int, hi: int) -> float:
+        return _assign_accumulate(
+            X[lo:hi], w[lo:hi], Ct, labels[lo:hi], dist[lo:hi], sums[t], wsum[t]
+        )
+
+    costs = _split(n, body)
+    return labels, dist, sums.sum(axis=0), wsum.sum(axis=0), float(sum(costs))
+
+
+@dataclass
+class LloydResult:
+    """Outcome of :func:`weighted_lloyd`."""
+
+    centres: np.ndarray
+    cost: float
+    n_iter: int
+    converged: bool
+
+
+def _update(
+    C: np.ndarray, sums: np.ndarray, wsum: np.ndarray, X: np.ndarray, far: np.ndarray
+) -> np.ndarray:
+    """New centres: cluster means; empty clusters move to the rows with the largest ``far``."""
+    new = C.copy()
+    full = wsum > 0
+    new[full] = sums[full] / wsum[full, None]
+    empty = np.flatnonzero(~full)
+    if len(empty):
+        rows = np.argsort(far)[::-1][: len(empty)]
+        new[empty[: len(rows)]] = X[rows]
+    return new
+
+
+def _half_gaps(C: np.ndarray) -> np.ndarray:
+    """Half the distance from each centre to its nearest other centre."""
+    if len(C) == 1:
+        return np.full(1, np.inf)
+    gaps = np.sqrt(((C[:, None, :] - C[None, :, :]) ** 2).sum(axis=2))
+    np.fill_diagonal(gaps, np.inf)
+    return 0.5 * gaps.min(axis=1)
+
+
+class _Bounded:
+    """Labels, Hamerly bounds and per-thread sums of a Lloyd run."""
+
+    def __init__(self, X: np.ndarray, w: np.ndarray, k: int) -> None:
+        n, d = X.shape
+        self.X, self.w = X, w
+        self.labels = np.zeros(n, dtype=np.int32)
+        self.upper = np.zeros(n)
+        self.lower = np.zeros(n)
+        self.sums = np.zeros((_n_threads(n), k, d))
+        self.wsum = np.zeros((_n_threads(n), k))
+
+    def run(self, C: np.ndarray, shift: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
+        """Assign rows to ``C`` (``shift``: how far each centre moved; None: from scratch)."""
+        Ct = np.ascontiguousarray(C.T)
+        half = _half_gaps(C)
+        full = shift is None
+        shift = np.zeros(len(C)) if shift is None else shift
+        max_shift = float(shift.max())
+        self.sums[:] = 0.0
+        self.wsum[:] = 0.0
+
+        def body(t: int, lo: int, hi: int) -> int:
+            return _bounded_pass(
+                self.X[lo:hi], self.w[lo:hi], Ct, shift, half, max_shift,
+                self.labels[lo:hi], self.upper[lo:hi], self.lower[lo:hi],
+                self.sums[t], self.wsum[t], full,
+            )
+
+        changed = sum(_split(len(self.X), body))
+        return self.sums.sum(axis=0), self.wsum.sum(axis=0), changed
+
+
+def weighted_lloyd(
+    X: np.ndarray,
+    w: np.ndarray,
+    centres: np.ndarray,
+    *,
+    max_iter: int = 300,
+    rtol: float = 1e-6,
+) -> LloydResult:
+    """Weighted Lloyd iterations from ``centres`` until the objective stops improving.
+
+    Stops when an iteration lowers the weighted objective by less than ``rtol`` of it or
+    changes no assignment. The objective is tracked from cluster sums on rows centred on their
+    weighted mean; the returned cost is computed directly for the returned centres.
+    """
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    origin = np.average(X, axis=0, weights=w)
+    X = np.ascontiguousarray(X - origin, dtype=np.float64)
+    C = np.array(centres, dtype=np.float64) - origin
+    total = float(w @ (X * X).sum(axis=1))
+    state = _Bounded(X, w, len(C))
+    sums, wsum, _ = state.run(C, None)
+    prev = np.inf
+    converged = False
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        held = wsum > 0
+        cost = total - float(((sums[held] ** 2).sum(axis=1) / wsum[held]).sum())
+        new = _update(C, sums, wsum, X, state.upper)
+        if cost >= prev * (1.0 - rtol):
+            converged = True
+            break
+        prev = cost
+        shift = np.sqrt(((new - C) ** 2).sum(axis=1))
+        C = new
+        sums, wsum, changed = state.run(C, shift)
+        if changed == 0:
+            converged = True
+            break
+    C = _update(C, sums, wsum, X, state.upper)
+    cost = assign(X, w, C)[-1]
+    return LloydResult(C + origin, cost, n_iter, converged)

@@ -1,0 +1,89 @@
+"""Labelling by table lookup: from a pixel's packed value straight to its label."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.engines.keys import ValueCodec
+from pipeline.features import FeatureSpec
+from pipeline.labels import label_dtype, nearest_centre
+
+#: Key spaces up to this many bits get a dense lookup table (2^24 uint8 labels = 16 MiB).
+DENSE_LUT_BITS = 24
+
+
+class LookupLabeller:
+    """Labels pixels 1..k through a table built from the distinct values of the image.
+
+    Parameters
+    ----------
+    spec : FeatureSpec
+    codec : ValueCodec
+    centres : ndarray, shape (k, n_features)
+    keys : ndarray
+        Sorted distinct keys seen when fitting.
+    labels : ndarray
+        Label (1..k) of each key.
+
+    Key spaces of up to :data:`DENSE_LUT_BITS` bits are looked up in a dense table indexed by
+    key, others by binary search in ``keys``. Pickles hold only ``keys`` and ``labels`` (the
+    dense table is rebuilt on unpickling), so a graph carries a few bytes per distinct value.
+    Values not seen when fitting are labelled by nearest-centre search.
+    """
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        codec: ValueCodec,
+        centres: np.ndarray,
+        keys: np.ndarray,
+        labels: np.ndarray,
+    ) -> None:
+        self.spec = spec
+        self.codec = codec
+        self.centres = np.asarray(centres, dtype=np.float64)
+        self.keys = np.asarray(keys)
+        self.labels = np.asarray(labels, dtype=label_dtype(len(self.centres)))
+        self.table: np.ndarray | None = None
+        if codec.key_bits <= DENSE_LUT_BITS:
+            self.table = np.zeros(1 << codec.key_bits, dtype=self.labels.dtype)
+            self.table[self.keys.astype(np.intp)] = self.labels
+
+    @classmethod
+    def build(
+        cls, spec: FeatureSpec, codec: ValueCodec, centres: np.ndarray, keys: np.ndarray,
+        index: np.ndarray,
+    ) -> LookupLabeller:
+        """Labeller mapping sorted distinct ``keys`` to clusters ``index`` (0-based)."""
+        return cls(spec, codec, centres, keys, np.asarray(index) + 1)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec, "codec": self.codec, "centres": self.centres,
+            "keys": self.keys, "labels": self.labels,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+    def __dask_tokenize__(self) -> tuple:
+        from dask.base import tokenize
+
+        return (type(self).__name__, tokenize(self.spec, self.centres, self.keys, self.labels))
+
+    def __call__(self, block: np.ndarray, origin: tuple[int, ...]) -> np.ndarray:
+        keys = self.codec.pack(block)
+        if self.table is not None:
+            labels = self.table[keys]
+        else:
+            index = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+            labels = self.labels[index]
+            labels[self.keys[index] != keys] = 0
+        unseen = np.flatnonzero(labels == 0)
+        if len(unseen):
+            values = self.codec.unpack(keys[unseen])
+            feats = self.spec.value_features(values)
+            labels[unseen] = nearest_centre(feats, self.centres)[0] + 1
+        return labels.reshape(block.shape[: len(self.spec.spatial_shape)])

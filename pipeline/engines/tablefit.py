@@ -1,0 +1,177 @@
+"""Weighted K-Means of a table of distinct values, coarse to fine.
+
+Restarts (weighted k-means++ then Lloyd) run on a coarse binned table that keeps per-bin counts
+and feature sums, so bin means are exact. The best few solutions are refined by weighted Lloyd
+on finer binned tables and finally on the exact table, whose objective equals the objective over
+all pixels. The best refined solution wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.engines.keys import ValueCodec, coarsen
+from pipeline.engines.lloyd import LloydResult, kmeans_plusplus, weighted_lloyd
+
+#: Restarts run on the finest binning with at most this many occupied bins.
+RESTART_ROWS = 4096
+#: Restarts per ``n_init`` (they are cheap on the coarse table).
+RESTARTS_PER_INIT = 5
+#: Solutions carried to the next level: ``ROW_BUDGET // rows`` of it, between ``KEEP`` and
+#: ``KEEP_MAX`` (rankings on coarse levels are weak predictors, so small levels carry more).
+KEEP = 3
+KEEP_MAX = 10
+ROW_BUDGET = 500_000
+#: A finer binning is used as an intermediate level only if it has at most this fraction of
+#: the distinct values.
+LEVEL_FRACTION = 0.5
+#: Lloyd stops when an iteration improves the objective by less than this fraction.
+RTOL = 1e-6
+#: Dense ``bincount`` is used to bin when the coarse key space is at most this many bits.
+_DENSE_BITS = 24
+
+
+@dataclass
+class TableFit:
+    """Outcome of :func:`fit_table`.
+
+    Attributes
+    ----------
+    centres : ndarray, shape (k, n_features)
+    cost : float
+        Weighted objective on the exact table.
+    n_iter : int
+        Lloyd iterations of the winning solution on the exact table.
+    n_restarts : int
+    levels : list of dict
+        For each level: channel bits (``None`` for exact), rows and Lloyd iterations.
+    """
+
+    centres: np.ndarray
+    cost: float
+    n_iter: int
+    n_restarts: int
+    levels: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Level:
+    """One binned table: bins keeping ``bits`` bits per channel, exact means and weights."""
+
+    bits: int
+    keys: np.ndarray
+    weights: np.ndarray
+    sums: np.ndarray
+
+    @property
+    def means(self) -> np.ndarray:
+        return self.sums / self.weights[:, None]
+
+    def coarser(self, n_channels: int) -> Level:
+        """The level with one bit less per channel."""
+        bits = self.bits - 1
+        keys = coarsen(self.keys, n_channels, self.bits, bits)
+        if n_channels * bits <= _DENSE_BITS:
+            index = keys.astype(np.intp)
+            size = 1 << (n_channels * bits)
+            weights = np.bincount(index, weights=self.weights, minlength=size)
+            uniq = np.flatnonzero(weights)
+            weights = weights[uniq]
+            sums = [np.bincount(index, weights=s, minlength=size)[uniq] for s in self.sums.T]
+        else:
+            uniq, index = np.unique(keys, return_inverse=True)
+            weights = np.bincount(index, weights=self.weights)
+            sums = [np.bincount(index, weights=s) for s in self.sums.T]
+        return Level(bits, uniq.astype(np.uint64), weights, np.stack(sums, axis=1))
+
+
+def binned_levels(
+    F: np.ndarray, w: np.ndarray, keys: np.ndarray, codec: ValueCodec, k: int
+) -> list[Level]:
+    """Binned tables to fit on before the exact one, coarse to fine.
+
+    The first is the finest binning with at most ``max(RESTART_ROWS, 8 k)`` bins (and at least
+    ``k``), where restarts run; the others are the finer binnings with at most
+    ``LEVEL_FRACTION`` of the distinct values. Each is built from the next finer one, so the
+    cost is about one pass over the table. Empty when the table itself is small enough.
+    """
+    n = len(keys)
+    limit = max(RESTART_ROWS, 8 * k)
+    if n <= limit:
+        return []
+    level = Level(codec.channel_bits, np.asarray(keys, dtype=np.uint64), w, F * w[:, None])
+    out: list[Level] = []
+    while level.bits > 1:
+        level = level.coarser(codec.n_channels)
+        if len(level.keys) < k:
+            break
+        if len(level.keys) <= LEVEL_FRACTION * n:
+            out.append(level)
+        if len(level.keys) <= limit:
+            break
+    return out[::-1]
+
+
+def _best_distinct(results: list[LloydResult], keep: int) -> list[LloydResult]:
+    """The ``keep`` best results, skipping those with the cost of a better one (duplicates)."""
+    out: list[LloydResult] = []
+    for r in sorted(results, key=lambda r: r.cost):
+        if all(abs(r.cost - o.cost) > 1e-9 * o.cost for o in out):
+            out.append(r)
+        if len(out) == keep:
+            break
+    return out
+
+
+def _level(bits: int | None, X: np.ndarray, results: list[LloydResult]) -> dict:
+    return {"bits": bits, "rows": len(X), "iterations": sum(r.n_iter for r in results)}
+
+
+def restarts(
+    X: np.ndarray,
+    w: np.ndarray,
+    k: int,
+    n_restarts: int,
+    random_state: int | None,
+    max_iter: int = 300,
+) -> list[LloydResult]:
+    """Weighted k-means++ followed by weighted Lloyd, ``n_restarts`` times."""
+    rng = np.random.default_rng(random_state)
+    out = []
+    for seed in rng.integers(0, 2**31 - 1, size=n_restarts):
+        init = kmeans_plusplus(X, w, k, int(seed))
+        out.append(weighted_lloyd(X, w, init, max_iter=max_iter, rtol=RTOL))
+    return out
+
+
+def fit_table(
+    F: np.ndarray,
+    w: np.ndarray,
+    keys: np.ndarray,
+    codec: ValueCodec,
+    k: int,
+    *,
+    n_init: int = 10,
+    random_state: int | None = 0,
+    max_iter: int = 300,
+) -> TableFit:
+    """Weighted K-Means of the distinct values ``F`` (rows of ``keys``) weighted by ``w``."""
+    F = np.ascontiguousarray(F, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    n_restarts = max(1, RESTARTS_PER_INIT * n_init)
+    levels = binned_levels(F, w, keys, codec, k)
+    tables = [(lv.bits, lv.means, lv.weights) for lv in levels] + [(None, F, w)]
+    bits, X, Xw = tables[0]
+    results = restarts(X, Xw, k, n_restarts, random_state, max_iter)
+    record = [_level(bits, X, results)]
+    for bits, X, Xw in tables[1:]:
+        keep = min(KEEP_MAX, max(KEEP, ROW_BUDGET // len(X)))
+        results = [
+            weighted_lloyd(X, Xw, r.centres, max_iter=max_iter, rtol=RTOL)
+            for r in _best_distinct(results, keep)
+        ]
+        record.append(_level(bits, X, results))
+    best = min(results, key=lambda r: r.cost)
+    return TableFit(best.centres, best.cost, best.n_iter, n_restarts, record)

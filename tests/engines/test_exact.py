@@ -1,0 +1,112 @@
+"""The exact engine: weighted distinct values, lookup labels, 1-D optimum."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from pipeline.engines import tablefit
+from pipeline.engines.base import FitParams
+from pipeline.engines.dp1d import optimal_kmeans_1d
+from pipeline.engines.exact import ExactEngine
+from pipeline.errors import ConfigError
+from pipeline.features import make_feature_spec
+from pipeline.labels import NearestCentreLabeller, label_image
+
+from .helpers import pixel_objective, run_engine, sklearn_objective
+
+
+def _spec(image: np.ndarray, **kwargs):
+    n_channels = image.shape[-1] if image.ndim == 3 and image.shape[-1] <= 4 else 1
+    spatial = image.shape[:-1] if n_channels > 1 else image.shape
+    return make_feature_spec(image.dtype, n_channels, spatial, **kwargs)
+
+
+@pytest.mark.parametrize("colour_space", ["rgb", "lab"])
+def test_objective_from_summary_equals_objective_over_pixels(astronaut_small, colour_space):
+    spec = _spec(astronaut_small, colour_space=colour_space)
+    result = run_engine(ExactEngine(), astronaut_small, spec, FitParams(k=5), (50, 40, 3))
+    assert result.engine == "exact"
+    assert result.info["n_distinct"] == len(np.unique(astronaut_small.reshape(-1, 3), axis=0))
+    brute = pixel_objective(astronaut_small, spec, result.centres)
+    assert result.info["objective"] == pytest.approx(brute, rel=1e-9)
+
+
+def test_centres_do_not_depend_on_chunking(noisy_rgb):
+    spec = _spec(noisy_rgb)
+    params = FitParams(k=6, random_state=3)
+    a = run_engine(ExactEngine(), noisy_rgb, spec, params, (100, 77, 3))
+    b = run_engine(ExactEngine(), noisy_rgb, spec, params, (256, 256, 3))
+    np.testing.assert_array_equal(a.centres, b.centres)
+
+
+def test_lookup_labels_equal_nearest_centre_labels(astronaut_small):
+    spec = _spec(astronaut_small)
+    result = run_engine(ExactEngine(), astronaut_small, spec, FitParams(k=4), (64, 50, 3))
+    image = da.from_array(astronaut_small, chunks=(30, 70, 3))
+    lookup = label_image(image, spec, result.labeller, 4).compute()
+    nearest = label_image(image, spec, NearestCentreLabeller(spec, result.centres), 4).compute()
+    np.testing.assert_array_equal(lookup, nearest)
+    assert lookup.min() == 1 and lookup.max() == 4
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+@pytest.mark.parametrize("k", [4, 8])
+def test_mse_matches_scikit_learn_on_all_pixels(name, k):
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    spec = _spec(image)
+    result = run_engine(ExactEngine(), image, spec, FitParams(k=k), (200, 256, 3))
+    assert result.info["objective"] <= sklearn_objective(image, spec, k) * 1.001
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_binned_path_matches_scikit_learn(noisy_rgb, k):
+    spec = _spec(noisy_rgb)
+    result = run_engine(ExactEngine(), noisy_rgb, spec, FitParams(k=k), (128, 100, 3))
+    assert result.info["n_distinct"] > tablefit.RESTART_ROWS
+    assert result.info["binned"]
+    assert result.info["levels"][-1]["bits"] is None
+    assert result.info["objective"] <= sklearn_objective(noisy_rgb, spec, k) * 1.001
+
+
+def test_one_channel_is_optimal():
+    rng = np.random.default_rng(0)
+    volume = np.concatenate([rng.normal(m, 40, 3000) for m in (-500, 0, 80, 900)])
+    volume = np.rint(volume).astype(np.int16).reshape(10, 30, 40)
+    spec = _spec(volume)
+    result = run_engine(ExactEngine(), volume, spec, FitParams(k=4), (4, 13, 40))
+    assert result.optimal and result.engine == "exact"
+    feats = spec.block_features(volume)[0][:, 0].astype(np.float64)
+    values, counts = np.unique(feats, return_counts=True)
+    best = optimal_kmeans_1d(values, counts.astype(np.float64), 4)
+    np.testing.assert_allclose(result.centres[:, 0], best.centres)
+    assert result.info["objective"] == pytest.approx(best.cost / volume.size, rel=1e-9)
+    assert result.info["objective"] <= sklearn_objective(volume, spec, 4) * (1 + 1e-9)
+
+
+def test_grey_photo_is_optimal():
+    from skimage.data import camera
+
+    image = camera()
+    spec = _spec(image)
+    result = run_engine(ExactEngine(), image, spec, FitParams(k=8), (100, 512))
+    assert result.optimal
+    assert result.info["objective"] <= sklearn_objective(image, spec, 8) * (1 + 1e-9)
+
+
+def test_more_clusters_than_values_is_a_config_error():
+    image = np.repeat(np.arange(3, dtype=np.uint8), 20).reshape(6, 10)
+    with pytest.raises(ConfigError, match="3 distinct"):
+        run_engine(ExactEngine(), image, _spec(image), FitParams(k=4))
+    result = run_engine(ExactEngine(), image, _spec(image), FitParams(k=3))
+    np.testing.assert_allclose(sorted(result.centres[:, 0]), np.arange(3) / 255)
+
+
+def test_float_images_are_refused():
+    image = np.zeros((4, 4), np.float32)
+    spec = make_feature_spec(np.float32, 1, (4, 4), data_range=(0.0, 1.0))
+    with pytest.raises(ConfigError, match="engine 'exact' does not apply"):
+        ExactEngine().summarise(da.from_array(image), spec, FitParams(k=2))

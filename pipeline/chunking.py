@@ -24,6 +24,21 @@ def chunk_bytes_for_memory(memory_bytes: float, tasks_at_once: int) -> int:
     return int(min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, per_task)))
 
 
+#: Automatic chunks are made small enough for at least this many chunks per worker thread, so
+#: that every thread has work until the end (images large enough only).
+CHUNKS_PER_WORKER = 4
+#: ... but never smaller than this.
+MIN_PARALLEL_CHUNK_BYTES = 2**20
+
+
+def parallel_chunk_bytes(target_bytes: float, image_bytes: float, workers: int) -> float:
+    """``target_bytes`` reduced so that an image of ``image_bytes`` is cut into at least
+    :data:`CHUNKS_PER_WORKER` chunks per worker, but not below
+    :data:`MIN_PARALLEL_CHUNK_BYTES`."""
+    share = image_bytes / (CHUNKS_PER_WORKER * max(1, workers))
+    return min(target_bytes, max(MIN_PARALLEL_CHUNK_BYTES, share))
+
+
 def local_memory_bytes() -> int:
     """Memory available on this machine now (psutil, a dependency of distributed)."""
     import psutil

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import dask
 import dask.array as da
+import numba
 import numpy as np
 
 from pipeline.blocks import block_origins, spatial_block_keys
@@ -115,6 +116,71 @@ def recolour(labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.nda
         spec=spec,
         dtype=image.dtype,
         meta=np.empty((0,) * image.ndim, image.dtype),
+    )
+
+
+def _recolour_block_channels_first(
+    block: np.ndarray, labels: np.ndarray, table: np.ndarray, spec: FeatureSpec
+) -> np.ndarray:
+    spatial_ndim = len(spec.spatial_shape)
+    if block.ndim == spatial_ndim:  # no channel axis
+        return np.take(table[:, 0], labels)
+    out = np.empty((block.shape[-1], *labels.shape), dtype=block.dtype)
+    if spec.channels:
+        columns = dict(zip(spec.channels, range(table.shape[1]), strict=False))
+    else:
+        columns = dict.fromkeys(range(block.shape[-1]), 0)
+    painted = [c for c in range(block.shape[-1]) if c in columns]
+    flat = np.ascontiguousarray(labels).reshape(-1)
+    planes = out.reshape(len(out), -1)
+    if table.dtype.kind in "iuf" and flat.dtype.kind == "u":
+        rows = np.ascontiguousarray(table[:, [columns[c] for c in painted]].T)
+        _paint(flat, rows, np.asarray(painted, dtype=np.intp), planes)
+    else:
+        for c in painted:
+            np.take(np.ascontiguousarray(table[:, columns[c]]), flat, out=planes[c])
+    for c in range(block.shape[-1]):
+        if c not in columns:  # not a feature (alpha): passes through
+            out[c] = block[..., c]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _paint(labels, rows, channels, out):  # pragma: no cover - compiled
+    # out[channels[j], i] = rows[j, labels[i]], one channel at a time (vectorised gathers).
+    for j in range(channels.shape[0]):
+        row = rows[j]
+        plane = out[channels[j]]
+        for i in range(labels.shape[0]):
+            plane[i] = row[labels[i]]
+
+
+def recolour_channels_first(
+    labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.ndarray
+) -> da.Array:
+    """:func:`recolour` with the channel axis (if any) moved first, as NGFF stores it.
+
+    Each block is written channel by channel straight from the palette, which is several times
+    faster than recolouring channel-last and transposing.
+    """
+    spatial_ndim = len(spec.spatial_shape)
+    spatial = "".join(chr(ord("a") + i) for i in range(spatial_ndim))
+    if image.ndim == spatial_ndim:
+        out_ind, image_ind = spatial, spatial
+    else:
+        out_ind, image_ind = "z" + spatial, spatial + "z"
+    return da.blockwise(
+        _recolour_block_channels_first,
+        out_ind,
+        image,
+        image_ind,
+        labels,
+        spatial,
+        table=table,
+        spec=spec,
+        dtype=image.dtype,
+        meta=np.empty((0,) * image.ndim, image.dtype),
+        name="recolour-cf-" + dask.base.tokenize(image.name, labels.name, table, spec),
     )
 
 

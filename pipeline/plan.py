@@ -13,6 +13,7 @@ no pixels. :meth:`Plan.execute` runs the stages, each over all inputs at once:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -24,7 +25,12 @@ import dask.array as da
 import numpy as np
 
 from pipeline import __version__
-from pipeline.chunking import choose_chunks, chunk_bytes_for_memory, local_memory_bytes
+from pipeline.chunking import (
+    choose_chunks,
+    chunk_bytes_for_memory,
+    local_memory_bytes,
+    parallel_chunk_bytes,
+)
 from pipeline.config import JobConfig
 from pipeline.engines import FitParams, FitResult, select_engine
 from pipeline.errors import InputError
@@ -32,7 +38,13 @@ from pipeline.execution import Executor, shared_path
 from pipeline.features import FeatureSpec, make_feature_spec
 from pipeline.io.ngff import SpatialMeta, label_colours, write_image_pyramid, write_label_pyramid
 from pipeline.io.pyramid import n_levels
-from pipeline.labels import NearestCentreLabeller, cluster_stats, label_image, palette, recolour
+from pipeline.labels import (
+    NearestCentreLabeller,
+    cluster_stats,
+    label_image,
+    palette,
+    recolour_channels_first,
+)
 from pipeline.outputs import check_output, create_root, unique_names
 from pipeline.readers import ImageSource
 from pipeline.readers.urls import expand_urls, open_input
@@ -165,14 +177,16 @@ class Plan:
             labeller = job.fit.labeller or NearestCentreLabeller(job.spec, centres)
             labels = label_image(job.image, job.spec, labeller, len(centres))
             table = palette(job.spec, centres, job.source.dtype)
-            recoloured = recolour(labels, job.image, job.spec, table)
+            recoloured = recolour_channels_first(labels, job.image, job.spec, table)
             spatial = SpatialMeta(
                 axes=job.source.axes.replace("c", ""),
                 spacing=job.source.spacing,
                 unit=job.source.unit,
             )
             levels = n_levels(job.source.spatial_shape, self.config.pyramid_levels)
-            tasks += write_image_pyramid(group, recoloured, spatial, levels, name=job.name)
+            tasks += write_image_pyramid(
+                group, recoloured, spatial, levels, name=job.name, channel_first=True
+            )
             tasks += write_label_pyramid(
                 group, labels, spatial, levels, label_colours(_display_rgb(job.spec, centres))
             )
@@ -309,14 +323,21 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
     config = dataclasses.replace(config, output=shared_path(config.output, config))
     check_output(config.output, config.overwrite, [s.path for s in sources])
     names = unique_names([s.path for s in sources])
+    workers = config.n_workers or os.cpu_count() or 1
     target_bytes = (
         config.chunk_mb * 2**20
         if config.chunk_mb
-        else chunk_bytes_for_memory(local_memory_bytes(), config.n_workers or os.cpu_count() or 1)
+        else chunk_bytes_for_memory(local_memory_bytes(), workers)
     )
     jobs = []
     for name, source in zip(names, sources, strict=True):
         native = source.native_chunks[: source.spatial_ndim] if source.native_chunks else None
+        image_bytes = math.prod(source.shape) * source.dtype.itemsize
+        source_target = (
+            target_bytes
+            if config.chunk_mb
+            else parallel_chunk_bytes(target_bytes, image_bytes, workers)
+        )
         chunks = (
             tuple(config.chunks)
             if config.chunks
@@ -324,7 +345,7 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
                 source.spatial_shape,
                 source.dtype.itemsize,
                 source.n_channels,
-                target_bytes,
+                source_target,
                 native,
             )
         )

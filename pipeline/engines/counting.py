@@ -6,6 +6,8 @@ Compiled with Numba (GIL released), these replace ``np.bincount`` (which copies 
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 
@@ -18,6 +20,39 @@ def _histogram(keys, size):  # pragma: no cover - compiled
     for key in keys:
         out[key] += 1
     return out
+
+
+
+
+@numba.njit(nogil=True, cache=True)
+def _count_into(keys, hist):  # pragma: no cover - compiled
+    # Histogram into ``hist`` (all zero on entry and on return), then its non-zero bins in order.
+    for key in keys:
+        hist[key] += 1
+    n = min(len(keys), len(hist))
+    uniq = np.empty(n, dtype=keys.dtype)
+    counts = np.empty(n, dtype=np.int64)
+    m = 0
+    for i in range(len(hist)):
+        if hist[i]:
+            uniq[m] = i
+            counts[m] = hist[i]
+            hist[i] = 0
+            m += 1
+    return uniq[:m].copy(), counts[:m].copy()
+
+
+_scratch = threading.local()
+
+
+def _zeroed_histogram(size: int) -> np.ndarray:
+    """An all-zero int32 histogram of ``size`` bins, kept per thread and reused (no page faults
+    or clearing of many MiB per block; :func:`_count_into` leaves it zero)."""
+    hist = getattr(_scratch, "hist", None)
+    if hist is None or len(hist) != size:
+        hist = np.zeros(size, dtype=np.int32)
+        _scratch.hist = hist
+    return hist
 
 
 @numba.njit(nogil=True, cache=True)
@@ -87,7 +122,10 @@ def _merge(k1, c1, k2, c2):  # pragma: no cover - compiled
 
 def count_dense(keys: np.ndarray, key_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct keys (sorted) and their counts, through a histogram of ``2**key_bits`` bins."""
-    hist = _histogram(np.ascontiguousarray(keys), 1 << key_bits)
+    keys = np.ascontiguousarray(keys)
+    if len(keys) < 2**31 and key_bits >= 16:
+        return _count_into(keys, _zeroed_histogram(1 << key_bits))
+    hist = _histogram(keys, 1 << key_bits)
     uniq = np.flatnonzero(hist)
     return uniq.astype(keys.dtype), hist[uniq]
 

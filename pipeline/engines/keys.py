@@ -8,6 +8,7 @@ values, and coarsens keys by dropping low bits of every channel (for binned summ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -30,6 +31,30 @@ def _pack(values, channels, flip, bits, out):  # pragma: no cover - compiled
         for c in channels:
             key = (key << shift) | np.uint64(values[i, c] ^ flip)
         out[i] = key
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack3(values, c0, c1, c2, flip, bits, out):  # pragma: no cover - compiled
+    # Three channels (RGB) unrolled, in the key's own width: several times faster than _pack.
+    dt = out.dtype.type
+    s1 = dt(bits)
+    s2 = dt(2 * bits)
+    for i in range(values.shape[0]):
+        out[i] = (
+            (dt(values[i, c0] ^ flip) << s2)
+            | (dt(values[i, c1] ^ flip) << s1)
+            | dt(values[i, c2] ^ flip)
+        )
+
+
+def pack_into(
+    values: np.ndarray, channels: np.ndarray, flip: Any, bits: int, out: np.ndarray
+) -> None:
+    """Pack rows of ``values`` (``(n, c)`` unsigned) into ``out`` (compiled, GIL released)."""
+    if len(channels) == 3 and 3 * bits <= out.dtype.itemsize * 8:
+        _pack3(values, int(channels[0]), int(channels[1]), int(channels[2]), flip, bits, out)
+    else:
+        _pack(values, channels, flip, bits, out)
 
 
 def _channel_bits(dtype: np.dtype) -> int:
@@ -89,8 +114,9 @@ class ValueCodec:
     def key_dtype(self) -> np.dtype:
         return key_dtype(self.key_bits)
 
-    def pack(self, block: np.ndarray) -> np.ndarray:
-        """Keys of every pixel of ``block``, in raster order (1-D)."""
+    def pack_args(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+        """``(values, channels, flip)`` for the compiled packers: ``values`` is ``(n, c)``
+        unsigned (a view of ``block`` where possible)."""
         dtype = self.dtype
         udtype = np.dtype(np.uint8) if dtype == np.bool_ else np.dtype(f"u{dtype.itemsize}")
         block = np.ascontiguousarray(block, dtype=dtype).view(udtype)
@@ -101,8 +127,13 @@ class ValueCodec:
             values = block.reshape(-1, 1)
             channels = np.zeros(1, dtype=np.intp)
         flip = 1 << (dtype.itemsize * 8 - 1) if dtype.kind == "i" else 0
+        return values, channels, udtype.type(flip)
+
+    def pack(self, block: np.ndarray) -> np.ndarray:
+        """Keys of every pixel of ``block``, in raster order (1-D)."""
+        values, channels, flip = self.pack_args(block)
         keys = np.empty(len(values), dtype=self.key_dtype)
-        _pack(values, channels, udtype.type(flip), self.channel_bits, keys)
+        pack_into(values, channels, flip, self.channel_bits, keys)
         return keys
 
     def unpack(self, keys: np.ndarray) -> np.ndarray:

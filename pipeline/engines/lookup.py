@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
 from pipeline.engines.keys import ValueCodec
@@ -12,6 +13,42 @@ from pipeline.labels import label_dtype, nearest_centre
 
 #: Key spaces up to this many bits get a dense lookup table (2^24 uint8 labels = 16 MiB).
 DENSE_LUT_BITS = 24
+
+
+@numba.njit(nogil=True, cache=True)
+def _lookup(values, channels, flip, bits, table, out):  # pragma: no cover - compiled
+    # Packing and table lookup in one pass (no key array).
+    shift = np.uint64(bits)
+    for i in range(values.shape[0]):
+        key = np.uint64(0)
+        for c in channels:
+            key = (key << shift) | np.uint64(values[i, c] ^ flip)
+        out[i] = table[key]
+
+
+@numba.njit(nogil=True, cache=True)
+def _lookup3(values, c0, c1, c2, flip, bits, table, out):  # pragma: no cover - compiled
+    s1 = np.uint32(bits)
+    s2 = np.uint32(2 * bits)
+    for i in range(values.shape[0]):
+        key = (
+            (np.uint32(values[i, c0] ^ flip) << s2)
+            | (np.uint32(values[i, c1] ^ flip) << s1)
+            | np.uint32(values[i, c2] ^ flip)
+        )
+        out[i] = table[key]
+
+
+def lookup_dense(codec: ValueCodec, block: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[codec.pack(block)]`` without materialising the keys (compiled, GIL released)."""
+    values, channels, flip = codec.pack_args(block)
+    out = np.empty(len(values), dtype=table.dtype)
+    if len(channels) == 3 and codec.key_bits <= 32:
+        _lookup3(values, int(channels[0]), int(channels[1]), int(channels[2]), flip,
+                 codec.channel_bits, table, out)
+    else:
+        _lookup(values, channels, flip, codec.channel_bits, table, out)
+    return out
 
 
 class LookupLabeller:
@@ -74,15 +111,18 @@ class LookupLabeller:
         return (type(self).__name__, tokenize(self.spec, self.centres, self.keys, self.labels))
 
     def __call__(self, block: np.ndarray, origin: tuple[int, ...]) -> np.ndarray:
-        keys = self.codec.pack(block)
         if self.table is not None:
-            labels = self.table[keys]
+            keys = None
+            labels = lookup_dense(self.codec, block, self.table)
         else:
+            keys = self.codec.pack(block)
             index = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
             labels = self.labels[index]
             labels[self.keys[index] != keys] = 0
         unseen = np.flatnonzero(labels == 0)
         if len(unseen):
+            if keys is None:
+                keys = self.codec.pack(block)
             values = self.codec.unpack(keys[unseen])
             feats = self.spec.value_features(values)
             labels[unseen] = nearest_centre(feats, self.centres)[0] + 1

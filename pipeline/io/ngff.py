@@ -61,9 +61,47 @@ def _multiscale(name: str, spatial: SpatialMeta, n_levels: int, with_channel: bo
     return {"name": name, "axes": _axes(spatial, with_channel), "datasets": datasets}
 
 
+#: Zstandard level of the output chunks. Level 1 compresses recoloured and label images about
+#: as well as the default (3) at a fraction of the time; decoding speed is the same.
+ZSTD_LEVEL = 1
+
+
+def output_compressors() -> tuple[Any, ...]:
+    """Compressors of every output array (lossless Zstandard)."""
+    from zarr.codecs import ZstdCodec
+
+    return (ZstdCodec(level=ZSTD_LEVEL),)
+
+
+class _SkipEmptyChunks:
+    """Writes chunks to a Zarr array (fill value 0), leaving chunks of only zeros unwritten.
+
+    Zarr does the same by itself, but its emptiness test (``array_equal`` against the fill
+    value) takes as long as compressing the chunk; ``ndarray.any`` stops at the first non-zero.
+    The array must be created with ``write_empty_chunks`` on so Zarr skips its own test.
+    """
+
+    def __init__(self, array: zarr.Array) -> None:
+        self.array = array
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.ndim = array.ndim
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None:
+        value = np.asarray(value)
+        if value.any():  # NaN counts as non-zero: only all-zero chunks are skipped
+            self.array[key] = value
+
+
+#: Array settings of every output array (see :class:`_SkipEmptyChunks`).
+_ARRAY_CONFIG = {"write_empty_chunks": True}
+
+
 def _store(source: da.Array, target: zarr.Array) -> Any:
     source = source.rechunk(target.chunks)
-    return da.store(source, target, lock=False, compute=False, return_stored=False)
+    return da.store(
+        source, _SkipEmptyChunks(target), lock=False, compute=False, return_stored=False
+    )
 
 
 #: Downsampled levels keep chunks of at least this many pixels per axis.
@@ -93,33 +131,40 @@ def write_image_pyramid(
     n_levels: int,
     *,
     name: str,
+    channel_first: bool = False,
 ) -> list[Any]:
     """Create the multiscale image arrays in ``group`` and return lazy store tasks.
 
     ``image`` has spatial axes first and an optional trailing channel axis; it is stored with
-    the channel axis first as NGFF requires.
+    the channel axis first as NGFF requires. With ``channel_first``, ``image`` already has its
+    channel axis first (no transposing copy).
     """
     spatial_ndim = len(spatial.axes)
     with_channel = image.ndim > spatial_ndim
+    first = channel_first and with_channel
+    space = slice(1, None) if first else slice(0, spatial_ndim)
+    n_channels = (image.shape[0] if first else image.shape[-1]) if with_channel else 0
     tasks = []
     level_image = image
     for level in range(n_levels):
         if level:
-            level_image = downsample_image(level_image, spatial_ndim)
-        stored = da.moveaxis(level_image, -1, 0) if with_channel else level_image
+            level_image = downsample_image(level_image, spatial_ndim, channel_first=first)
+        stored = level_image if first or not with_channel else da.moveaxis(level_image, -1, 0)
         chunks = level_chunks(
-            tuple(c[0] for c in image.chunks[:spatial_ndim]),
-            level_image.shape[:spatial_ndim],
+            tuple(c[0] for c in image.chunks[space]),
+            level_image.shape[space],
             level,
             spatial_ndim,
         )
-        chunks = ((image.shape[-1],) if with_channel else ()) + chunks
+        chunks = ((n_channels,) if with_channel else ()) + chunks
         target = group.create_array(
             str(level),
             shape=stored.shape,
             dtype=stored.dtype,
             chunks=chunks,
             fill_value=0,
+            compressors=output_compressors(),
+            config=_ARRAY_CONFIG,
             dimension_names=[a["name"] for a in _axes(spatial, with_channel)],
         )
         tasks.append(_store(stored, target))
@@ -154,6 +199,8 @@ def write_label_pyramid(
             dtype=level_labels.dtype,
             chunks=level_chunks(full_chunks, level_labels.shape, level, labels.ndim),
             fill_value=0,
+            compressors=output_compressors(),
+            config=_ARRAY_CONFIG,
             dimension_names=list(spatial.axes),
         )
         tasks.append(_store(level_labels, target))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import dask.array as da
+import numba
 import numpy as np
 
 #: Stop adding levels once the smaller of y and x would fall below this many pixels.
@@ -29,12 +30,37 @@ _WIDER = {
 }
 
 
-def mean_2x2(block: np.ndarray, spatial_ndim: int) -> np.ndarray:
+@numba.njit(nogil=True, cache=True)
+def _mean_2x2_planes(block, out):  # pragma: no cover - compiled
+    # block (n, 2h, 2w) unsigned integers, out (n, h, w): (a + b + c + d + 2) // 4.
+    for p in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            for j in range(out.shape[2]):
+                total = (
+                    np.uint32(block[p, 2 * i, 2 * j]) + np.uint32(block[p, 2 * i, 2 * j + 1])
+                    + np.uint32(block[p, 2 * i + 1, 2 * j])
+                    + np.uint32(block[p, 2 * i + 1, 2 * j + 1])
+                )
+                out[p, i, j] = (total + np.uint32(2)) // np.uint32(4)
+
+
+def mean_2x2(block: np.ndarray, spatial_ndim: int, channel_first: bool = False) -> np.ndarray:
     """Mean of each 2x2 group of pixels in y and x (even-sized block); integers round half up.
 
-    Strided sums in a wider integer type are about ten times faster than a float mean.
+    Strided sums in a wider integer type are about ten times faster than a float mean. With
+    ``channel_first``, y and x are the last two axes whatever ``spatial_ndim``.
     """
-    y, x = spatial_ndim - 2, spatial_ndim - 1
+    if channel_first or block.ndim == spatial_ndim:
+        y, x = block.ndim - 2, block.ndim - 1
+        if block.dtype in (np.uint8, np.uint16) and block.size:
+            planes = np.ascontiguousarray(block).reshape((-1, *block.shape[-2:]))
+            out = np.empty(
+                (planes.shape[0], planes.shape[1] // 2, planes.shape[2] // 2), dtype=block.dtype
+            )
+            _mean_2x2_planes(planes, out)
+            return out.reshape(block.shape[:-2] + out.shape[1:])
+    else:
+        y, x = spatial_ndim - 2, spatial_ndim - 1
 
     def take(a: np.ndarray, axis: int, start: int) -> np.ndarray:
         index = [slice(None)] * a.ndim
@@ -56,11 +82,17 @@ def mean_2x2(block: np.ndarray, spatial_ndim: int) -> np.ndarray:
     return ((total + 2) // 4).astype(block.dtype)
 
 
-def downsample_image(image: da.Array, spatial_ndim: int) -> da.Array:
-    """Halve y and x by 2x2 mean (odd edges trimmed), keeping the dtype; NaN is ignored."""
+def downsample_image(image: da.Array, spatial_ndim: int, channel_first: bool = False) -> da.Array:
+    """Halve y and x by 2x2 mean (odd edges trimmed), keeping the dtype; NaN is ignored.
+
+    With ``channel_first``, y and x are the last two axes of ``image``.
+    """
     from dask.array.routines import aligned_coarsen_chunks
 
-    axes = (spatial_ndim - 2, spatial_ndim - 1)
+    if channel_first:
+        axes = (image.ndim - 2, image.ndim - 1)
+    else:
+        axes = (spatial_ndim - 2, spatial_ndim - 1)
     trimmed = image[
         tuple(slice(0, s - s % 2) if a in axes else slice(None) for a, s in enumerate(image.shape))
     ]
@@ -74,6 +106,7 @@ def downsample_image(image: da.Array, spatial_ndim: int) -> da.Array:
         mean_2x2,
         even,
         spatial_ndim=spatial_ndim,
+        channel_first=channel_first,
         chunks=halved,
         dtype=image.dtype,
         meta=np.empty((0,) * image.ndim, image.dtype),

@@ -118,3 +118,18 @@ def test_building_the_plan_reads_no_pixels(tmp_path, monkeypatch):
     monkeypatch.setattr(NpyBlockReader, "__getitem__", fail)
     plan = build_plan(build_config({"inputs": [str(path)], "output": str(tmp_path / "o.zarr")}))
     assert plan.jobs[0].image.shape == (30, 40, 3)
+
+
+def test_lab_and_spatial_features_end_to_end(photos, tmp_path):
+    image = photos["chelsea"]
+    [lab] = segment(image, str(tmp_path / "lab.zarr"), k=4, quiet=True, colour_space="lab")
+    assert lab.engine == "exact" and lab.metadata["features"]["colour_space"] == "lab"
+    [spatial] = segment(image, str(tmp_path / "xy.zarr"), k=4, quiet=True, spatial_weight=2.0,
+                        chunks=[70, 90])
+    assert spatial.engine == "dask-ml"
+    labels, _, meta = read_output(str(tmp_path / "xy.zarr"))
+    assert len(meta["centres_features"][0]) == 5  # three colours and two coordinates
+    # Strongly weighted coordinates make segments spatially compact: left and right halves
+    # of the image share few labels.
+    left, right = set(np.unique(labels[:, :100])), set(np.unique(labels[:, -100:]))
+    assert left != right

@@ -59,11 +59,18 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, positional_inputs: boo
 
 
 def _field_doc(name: str) -> str:
-    doc = JobConfig.__doc__ or ""
-    lines = doc.splitlines()
+    """The first line of a key's description in :class:`JobConfig`'s docstring."""
+    lines = (JobConfig.__doc__ or "").splitlines()
     for i, line in enumerate(lines):
-        if line.strip().startswith(name + " :") or line.strip().startswith(name + ","):
-            return lines[i + 1].strip() if i + 1 < len(lines) else ""
+        names, sep, _ = line.strip().partition(" :")
+        if sep and name in [n.strip() for n in names.split(",")]:
+            indent = len(line) - len(line.lstrip()) + 1
+            text = []
+            for follow in lines[i + 1 :]:
+                if len(follow) - len(follow.lstrip()) < indent or not follow.strip():
+                    break
+                text.append(follow.strip())
+            return " ".join(text).replace("``", "")
     return ""
 
 

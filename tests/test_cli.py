@@ -88,3 +88,17 @@ def test_python_dash_m_pipeline(tmp_path):
         [sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True, check=True
     )
     assert done.stdout.startswith("kmseg ")
+
+
+def test_every_config_flag_has_help():
+    from dataclasses import fields
+
+    from pipeline.cli import build_parser
+    from pipeline.config import JobConfig
+
+    parser = build_parser()
+    segment = parser._subparsers._group_actions[0].choices["segment"]
+    helps = {a.dest: a.help for a in segment._actions}
+    for f in fields(JobConfig):
+        if f.name != "inputs":
+            assert helps.get(f.name), f"--{f.name} has no help"

@@ -102,3 +102,14 @@ def test_every_config_flag_has_help():
     for f in fields(JobConfig):
         if f.name != "inputs":
             assert helps.get(f.name), f"--{f.name} has no help"
+
+
+def test_demo_segments_the_bundled_photo(tmp_path, capsys):
+    folder = tmp_path / "demo"
+    assert main(["demo", str(folder), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert str(folder / "astronaut.zarr") in printed
+    assert main(["info", str(folder / "astronaut.zarr")]) == 0
+    assert "status complete" in capsys.readouterr().out
+    assert main(["demo", str(folder), "-q"]) == 2  # never overwritten silently
+    assert main(["demo", str(folder), "-q", "--overwrite"]) == 0

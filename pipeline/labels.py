@@ -93,32 +93,6 @@ def palette(spec: FeatureSpec, centres: np.ndarray, dtype: np.dtype) -> np.ndarr
     return table.astype(dtype)
 
 
-def _recolour_block(block: np.ndarray, labels: np.ndarray, table: np.ndarray, spec: FeatureSpec):
-    if labels.ndim == block.ndim and block.ndim > len(spec.spatial_shape):
-        labels = labels[..., 0]
-    colours = table[labels]
-    if not spec.channels:  # single channel: same shape as the block
-        return colours.reshape(block.shape)
-    out = block.copy()
-    out[..., list(spec.channels)] = colours
-    return out
-
-
-def recolour(labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.ndarray) -> da.Array:
-    """Lazy recoloured image: each pixel replaced by its centre; channels not used as
-    features (alpha) pass through unchanged."""
-    aligned = labels if image.ndim == labels.ndim else labels[..., None]
-    return da.map_blocks(
-        _recolour_block,
-        image,
-        aligned,
-        table=table,
-        spec=spec,
-        dtype=image.dtype,
-        meta=np.empty((0,) * image.ndim, image.dtype),
-    )
-
-
 def _recolour_block_channels_first(
     block: np.ndarray, labels: np.ndarray, table: np.ndarray, spec: FeatureSpec
 ) -> np.ndarray:
@@ -155,13 +129,13 @@ def _paint(labels, rows, channels, out):  # pragma: no cover - compiled
             plane[i] = row[labels[i]]
 
 
-def recolour_channels_first(
-    labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.ndarray
-) -> da.Array:
-    """:func:`recolour` with the channel axis (if any) moved first, as NGFF stores it.
+def recolour(labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.ndarray) -> da.Array:
+    """Lazy recoloured image, channel axis (if any) first as NGFF stores it.
 
-    Each block is written channel by channel straight from the palette, which is several times
-    faster than recolouring channel-last and transposing.
+    Each pixel is replaced by its label's row of ``table`` (see :func:`palette`); channels that
+    are not features (alpha) pass through unchanged. Each block is written channel by channel
+    straight from the palette, several times faster than recolouring channel-last and
+    transposing.
     """
     spatial_ndim = len(spec.spatial_shape)
     spatial = "".join(chr(ord("a") + i) for i in range(spatial_ndim))

@@ -43,7 +43,7 @@ from pipeline.labels import (
     cluster_stats,
     label_image,
     palette,
-    recolour_channels_first,
+    recolour,
 )
 from pipeline.outputs import check_output, create_root, unique_names
 from pipeline.readers import ImageSource
@@ -177,7 +177,7 @@ class Plan:
             labeller = job.fit.labeller or NearestCentreLabeller(job.spec, centres)
             labels = label_image(job.image, job.spec, labeller, len(centres))
             table = palette(job.spec, centres, job.source.dtype)
-            recoloured = recolour_channels_first(labels, job.image, job.spec, table)
+            recoloured = recolour(labels, job.image, job.spec, table)
             spatial = SpatialMeta(
                 axes=job.source.axes.replace("c", ""),
                 spacing=job.source.spacing,

@@ -12,6 +12,9 @@ TASK_MEMORY_FACTOR = 24
 #: Bounds of the automatic chunk size.
 MIN_CHUNK_BYTES = 4 * 2**20
 MAX_CHUNK_BYTES = 64 * 2**20
+#: Automatic chunk size on a cluster, whose workers' memory is unknown when planning:
+#: small enough for a worker with 2 GiB per thread.
+CLUSTER_CHUNK_BYTES = 32 * 2**20
 
 
 def chunk_bytes_for_memory(memory_bytes: float, tasks_at_once: int) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.chunking import (
+    CLUSTER_CHUNK_BYTES,
     choose_chunks,
     chunk_bytes_for_memory,
     local_memory_bytes,
@@ -34,7 +35,7 @@ from pipeline.chunking import (
 from pipeline.config import JobConfig
 from pipeline.engines import FitParams, FitResult, select_engine
 from pipeline.errors import InputError
-from pipeline.execution import Executor, shared_path
+from pipeline.execution import Executor, shared_path, uses_cluster
 from pipeline.features import FeatureSpec, make_feature_spec
 from pipeline.io.ngff import SpatialMeta, label_colours, write_image_pyramid, write_label_pyramid
 from pipeline.io.pyramid import n_levels
@@ -324,11 +325,13 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
     check_output(config.output, config.overwrite, [s.path for s in sources])
     names = unique_names([s.path for s in sources])
     workers = config.n_workers or os.cpu_count() or 1
-    target_bytes = (
-        config.chunk_mb * 2**20
-        if config.chunk_mb
-        else chunk_bytes_for_memory(local_memory_bytes(), workers)
-    )
+    if config.chunk_mb:
+        target_bytes = config.chunk_mb * 2**20
+    elif uses_cluster(config):
+        # The plan is made before connecting, and workers' memory is not this machine's.
+        target_bytes = CLUSTER_CHUNK_BYTES
+    else:
+        target_bytes = chunk_bytes_for_memory(local_memory_bytes(), workers)
     jobs = []
     for name, source in zip(names, sources, strict=True):
         native = source.native_chunks[: source.spatial_ndim] if source.native_chunks else None

@@ -55,3 +55,22 @@ def test_level_chunks_halve_in_y_and_x_only():
     assert level_chunks((8, 1024, 1024), (8, 4000, 3000), 2, 3) == (8, 256, 256)
     assert level_chunks((1024, 1024), (100, 5000), 4, 2) == (100, 128)
     assert level_chunks((100, 100), (1000, 1000), 3, 2) == (100, 100)
+
+
+def test_cluster_jobs_use_the_cluster_chunk_size(tmp_path):
+    import numpy as np
+
+    from pipeline.chunking import CLUSTER_CHUNK_BYTES
+    from pipeline.config import build_config
+    from pipeline.plan import build_plan
+
+    path = tmp_path / "big.npy"
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(20000, 20000)).flush()
+    config = build_config(
+        {"inputs": [str(path)], "output": str(tmp_path / "o.zarr"),
+         "scheduler": "tcp://127.0.0.1:1"},
+        environ={},
+    )
+    [job] = build_plan(config).jobs
+    chunk_bytes = math.prod(c[0] for c in job.image.chunks)
+    assert chunk_bytes <= CLUSTER_CHUNK_BYTES

@@ -59,7 +59,6 @@ class ImageJob:
     name: str
     source: ImageSource
     image: da.Array
-    group_path: str
     spec: FeatureSpec | None = None
     fit: FitResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -362,7 +361,6 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
                 name=name,
                 source=source,
                 image=source.to_dask(chunks),
-                group_path=name if len(sources) > 1 else "",
             )
         )
     return Plan(config=config, jobs=jobs)

@@ -35,8 +35,9 @@ def _slide(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray]:
 
 def _ct_series(folder: Path, rng: np.random.Generator) -> np.ndarray:
     """A DICOM CT series (air, soft tissue, bone) under shuffled names; returns the HU volume."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
+
+    from tests.readers.conftest import ct_slice, save_dicom
 
     folder.mkdir()
     hu = np.full((6, 40, 50), -1000, dtype=np.int16)
@@ -45,23 +46,14 @@ def _ct_series(folder: Path, rng: np.random.Generator) -> np.ndarray:
     hu = np.clip(hu + rng.normal(0, 10, hu.shape), -1024, 3071).astype(np.int16)
     series = generate_uid()
     for z in rng.permutation(len(hu)):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "CT", series, int(z) + 1
-        ds.ImagePositionPatient = [0.0, 0.0, 2.5 * float(z)]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [0.7, 0.7]
-        ds.Rows, ds.Columns = hu.shape[1:]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.PixelData = (hu[z].astype(np.int32) + 1024).astype(np.uint16).tobytes()
-        ds.save_as(folder / f"slice{rng.integers(1e9)}.dcm", enforce_file_format=True)
+        ds = ct_slice(
+            (hu[z].astype(np.int32) + 1024).astype(np.uint16),
+            position=(0.0, 0.0, 2.5 * float(z)),
+            series_uid=series,
+            instance=int(z) + 1,
+            PixelSpacing=[0.7, 0.7],
+        )
+        save_dicom(ds, folder / f"slice{rng.integers(1e9)}.dcm")
     return hu
 
 

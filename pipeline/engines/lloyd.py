@@ -22,6 +22,17 @@ import numpy as np
 _PARALLEL_ROWS = 1 << 16
 
 
+@numba.njit(nogil=True, fastmath=True, cache=True, inline="always")
+def _row_distances(X, i, Ct, dj):  # pragma: no cover - compiled
+    # dj[j] = squared distance of row i to centre j (centres as columns of Ct).
+    dj[:] = 0.0
+    for f in range(X.shape[1]):
+        xf = X[i, f]
+        for j in range(Ct.shape[1]):
+            t = xf - Ct[f, j]
+            dj[j] += t * t
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _assign_accumulate(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
     n, d = X.shape
@@ -29,12 +40,7 @@ def _assign_accumulate(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover 
     cost = 0.0
     dj = np.empty(k)
     for i in range(n):
-        dj[:] = 0.0
-        for f in range(d):
-            xf = X[i, f]
-            for j in range(k):
-                t = xf - Ct[f, j]
-                dj[j] += t * t
+        _row_distances(X, i, Ct, dj)
         best = dj[0]
         bj = 0
         for j in range(1, k):
@@ -76,12 +82,7 @@ def _bounded_pass(
             upper[i] = u
             lower[i] = lo
         if scan:
-            dj[:] = 0.0
-            for f in range(d):
-                xf = X[i, f]
-                for j in range(k):
-                    t = xf - Ct[f, j]
-                    dj[j] += t * t
+            _row_distances(X, i, Ct, dj)
             b1 = 0
             d1 = dj[0]
             d2 = np.inf

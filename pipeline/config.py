@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.readers.base import DEFAULT_MAX_PIXELS, ReadOptions
 
 ENGINE_NAMES = ("auto", "exact", "dask-ml", "sample")
 SCHEDULERS = ("threads", "processes", "synchronous")
@@ -83,6 +84,20 @@ class JobConfig:
         Seconds to wait for a Dask scheduler before failing (default 30).
     performance_report : str or None
         Write Dask's HTML performance report of the job to this file.
+    valid_range : list of float or None
+        ``[low, high]``: values outside this closed range are no data (label 0, left out of the
+        fit and the statistics), e.g. CT outside the scanner's field of view.
+    alpha : str
+        ``mask`` (default): an alpha channel is not a feature, pixels with alpha 0 are no data,
+        and alpha passes through to the recoloured image; ``channel``: alpha is an ordinary
+        feature channel.
+    max_pixels : int
+        Refuse inputs whose header declares more pixels than this (checked before anything is
+        allocated).
+    missing_slices : str
+        A DICOM series with missing slices: ``warn`` (default) or ``error``.
+    reorient : bool
+        Reorient NIfTI volumes to the closest canonical (RAS+) orientation.
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -114,6 +129,11 @@ class JobConfig:
     tls_key: str | None = None
     connect_timeout: float = 30.0
     performance_report: str | None = None
+    valid_range: list[float] | None = None
+    alpha: str = "mask"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    missing_slices: str = "warn"
+    reorient: bool = False
 
     def validate(self) -> JobConfig:
         """Return ``self`` after checking every value; raise :class:`ConfigError` otherwise."""
@@ -145,11 +165,34 @@ class JobConfig:
             raise ConfigError("max_iter and n_init must be >= 1 and tol >= 0")
         if self.connect_timeout <= 0:
             raise ConfigError("connect_timeout must be positive")
+        if self.valid_range is not None and (
+            len(self.valid_range) != 2 or not self.valid_range[0] <= self.valid_range[1]
+        ):
+            raise ConfigError("valid_range must be [low, high] with low <= high")
+        if self.alpha not in ("mask", "channel"):
+            raise ConfigError(f"alpha must be 'mask' or 'channel', got {self.alpha!r}")
+        if self.max_pixels < 1:
+            raise ConfigError("max_pixels must be positive")
+        if self.missing_slices not in ("warn", "error"):
+            raise ConfigError(
+                f"missing_slices must be 'warn' or 'error', got {self.missing_slices!r}"
+            )
         if self.cluster is not None:
             from pipeline.cluster import validate_cluster
 
             validate_cluster(self.cluster)
         return self
+
+    def read_options(self) -> ReadOptions:
+        """The keys that readers use."""
+        return ReadOptions(
+            level=self.level,
+            series=self.series,
+            array_path=self.array_path,
+            max_pixels=self.max_pixels,
+            missing_slices=self.missing_slices,
+            reorient=self.reorient,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every key (recorded in output metadata), secrets redacted."""
@@ -176,6 +219,10 @@ def coerce(key: str, value: Any) -> Any:
             return _mapping(key, value)
         if "list[str]" in hint:
             return [value] if isinstance(value, str) else [str(v) for v in value]
+        if "list[float]" in hint:
+            if isinstance(value, str):
+                value = value.strip("[]").split(",")
+            return [float(v) for v in value]
         if "list[int]" in hint:
             if isinstance(value, str):
                 value = value.replace("x", ",").split(",")

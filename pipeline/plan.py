@@ -312,12 +312,7 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
     if sources is None:
         paths = expand_urls([resolve_sample(item) for item in config.inputs])
         sources = [
-            open_input(
-                shared_path(p, config),
-                level=config.level,
-                series=config.series,
-                array_path=config.array_path,
-            )
+            open_input(shared_path(p, config), config.read_options())
             for p in paths
         ]
     config = dataclasses.replace(config, output=shared_path(config.output, config))

@@ -33,6 +33,39 @@ class BlockReader(Protocol):
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray: ...
 
 
+#: Default limit on an input's declared number of pixels (all axes but channels); the
+#: ``max_pixels`` config key raises it.
+DEFAULT_MAX_PIXELS = 2**40
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to open an input: the config keys that readers use.
+
+    Attributes
+    ----------
+    level : int
+        Pyramid level of pyramidal TIFF/SVS and OME-Zarr inputs (0 = full resolution).
+    series : int
+        TIFF series; for a folder of several DICOM series, which series.
+    array_path : str or None
+        Array inside a Zarr group.
+    max_pixels : int
+        Refuse inputs whose header declares more pixels than this, before allocating anything.
+    missing_slices : {"warn", "error"}
+        What a DICOM series with missing slices (irregular positions) gives.
+    reorient : bool
+        Reorient NIfTI volumes to the closest canonical (RAS+) orientation.
+    """
+
+    level: int = 0
+    series: int = 0
+    array_path: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    missing_slices: str = "warn"
+    reorient: bool = False
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """An opened image: metadata plus a lazy pixel reader.
@@ -56,7 +89,11 @@ class ImageSource:
     format : str
         Short format name (``"tiff"``, ``"zarr"``, ``"png"``, ``"dicom"``, ...).
     metadata : dict
-        Format-specific facts worth recording (level, series, modality, rescale, ...).
+        Format-specific facts worth recording (level, series, modality, rescale, photometric
+        interpretation, orientation transforms applied, ...).
+    no_data : tuple of (float, float)
+        Closed intervals of values (as read, after any rescale) that mean "no data", such as
+        DICOM pixel padding; those pixels get label 0 and are left out of fits and statistics.
     """
 
     path: str
@@ -68,6 +105,7 @@ class ImageSource:
     channel_names: tuple[str, ...] = ()
     format: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    no_data: tuple[tuple[float, float], ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -128,6 +166,7 @@ class ImageSource:
             "spacing": list(self.spacing),
             "unit": self.unit,
             "channel_names": list(self.channel_names),
+            **({"no_data": [list(r) for r in self.no_data]} if self.no_data else {}),
             **({"metadata": self.metadata} if self.metadata else {}),
         }
 

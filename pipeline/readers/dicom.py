@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import iter_pixels, pixel_array
 
 from pipeline.errors import InputError, KmsegWarning
-from pipeline.readers.base import ImageSource
+from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import RegionReader, color_names, local_path
 
 _PIXEL_TAGS = {0x7FE00010: None, 0x7FE00008: np.float32, 0x7FE00009: np.float64}
@@ -87,7 +87,9 @@ class _Plane:
     ds: Dataset
 
 
-def open_dicom(path: str, *, series: int = 0) -> ImageSource:
+def open_dicom(
+    path: str, *, series: int = 0, options: ReadOptions | None = None
+) -> ImageSource:
     """Open a DICOM file or a folder holding a DICOM series; pixels are not read here.
 
     Parameters

@@ -11,9 +11,10 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.readers.base import ImageSource
+from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.dicom import is_dicom_file, open_dicom
 from pipeline.readers.nifti import open_nifti
 from pipeline.readers.npy import open_npy
@@ -45,26 +46,19 @@ SUFFIXES: tuple[tuple[str, str], ...] = (
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
 
-def open_image(
-    path: str,
-    *,
-    level: int = 0,
-    series: int = 0,
-    array_path: str | None = None,
-) -> ImageSource:
+def open_image(path: str, options: ReadOptions | None = None, **kwargs: Any) -> ImageSource:
     """Open an image's metadata and return a lazy :class:`ImageSource`.
 
     Parameters
     ----------
     path : str
         File or folder (Zarr store, DICOM series folder), or a Zarr URL.
-    level : int
-        Pyramid level for pyramidal TIFF/SVS and OME-Zarr (0 = full resolution).
-    series : int
-        TIFF series index; for a folder of several DICOM series, which series (by SeriesNumber).
-    array_path : str, optional
-        Array inside a Zarr group (overrides ``level`` for OME-Zarr).
+    options : ReadOptions, optional
+        Level, series, array path, size limit and format options; built from ``kwargs``
+        (``level=1``, ``series=2``, ...) when not given.
     """
+    options = options or ReadOptions(**kwargs)
+    level, series, array_path = options.level, options.series, options.array_path
     path = os.fspath(path)
     if "://" in path:
         kind = "zarr"
@@ -85,16 +79,16 @@ def open_image(
     if series != 0 and kind not in ("tiff", "dicom"):
         raise InputError(path, f"series {series} out of range (the file has 1)")
     if kind == "tiff":
-        return open_tiff(path, level=level, series=series)
+        return open_tiff(path, level=level, series=series, options=options)
     if kind == "zarr":
-        return open_zarr(path, level=level, array_path=array_path)
+        return open_zarr(path, level=level, array_path=array_path, options=options)
     if kind == "dicom":
-        return open_dicom(path, series=series)
+        return open_dicom(path, series=series, options=options)
     if kind == "nifti":
-        return open_nifti(path)
+        return open_nifti(path, options=options)
     if kind == "raster":
-        return open_raster(path)
-    return open_npy(path)
+        return open_raster(path, options=options)
+    return open_npy(path, options=options)
 
 
 def suffix_format(path: str) -> str | None:

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.readers.base import ImageSource
+from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import (
     RegionReader,
     file_stamp,
@@ -54,7 +54,7 @@ class NiftiBlockReader(RegionReader):
         return to_presented(block, self.order)
 
 
-def open_nifti(path: str) -> ImageSource:
+def open_nifti(path: str, *, options: ReadOptions | None = None) -> ImageSource:
     """Open a ``.nii`` or ``.nii.gz`` file; only the header is read here."""
     try:
         img = nib.load(path)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.readers.base import ImageSource
+from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import local_path
 from pipeline.readers.layout import infer_axes
 
@@ -28,7 +28,9 @@ class NpyBlockReader:
         return np.array(np.load(self.path, mmap_mode="r")[key])
 
 
-def open_npy(path: str, *, axes: str | None = None) -> ImageSource:
+def open_npy(
+    path: str, *, axes: str | None = None, options: ReadOptions | None = None
+) -> ImageSource:
     """Open a ``.npy`` file; only its header is read here."""
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)

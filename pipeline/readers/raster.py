@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import InputError
-from pipeline.readers.base import ImageSource
+from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import (
     DecodeCache,
     ReadError,
@@ -98,7 +98,7 @@ class RasterBlockReader(RegionReader):
         return image
 
 
-def open_raster(path: str) -> ImageSource:
+def open_raster(path: str, *, options: ReadOptions | None = None) -> ImageSource:
     """Open a PNG, JPEG or BMP file; only its header is read here."""
     try:
         with open(path, "rb") as fh:

@@ -20,7 +20,7 @@ import tifffile
 import zarr
 
 from pipeline.errors import InputError
-from pipeline.readers.base import ImageSource
+from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import (
     RegionReader,
     color_names,
@@ -72,7 +72,9 @@ class TiffBlockReader(RegionReader):
         return to_presented(np.asarray(block), self.order)
 
 
-def open_tiff(path: str, *, level: int = 0, series: int = 0) -> ImageSource:
+def open_tiff(
+    path: str, *, level: int = 0, series: int = 0, options: ReadOptions | None = None
+) -> ImageSource:
     """Open a TIFF-family file; only tags and metadata are read here.
 
     Parameters

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.readers.base import ImageSource
+from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import ReadError
 from pipeline.readers.dispatch import expand_inputs, open_image, suffix_format
 
@@ -68,12 +68,11 @@ def expand_urls(inputs: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def open_input(
-    path: str, *, level: int = 0, series: int = 0, array_path: str | None = None
-) -> ImageSource:
+def open_input(path: str, options: ReadOptions | None = None, **kwargs: Any) -> ImageSource:
     """Open a local path or URL; see :func:`~pipeline.readers.dispatch.open_image`."""
+    options = options or ReadOptions(**kwargs)
     if not is_url(path) or suffix_format(path) not in COPIED_FORMATS:
-        return open_image(path, level=level, series=series, array_path=array_path)
+        return open_image(path, options)
     fs, key = _fs(path)
     try:
         info = fs.info(key)
@@ -83,7 +82,7 @@ def open_input(
         raise InputError(path, f"cannot read ({type(exc).__name__}: {exc})") from None
     version = f"{info.get('size')}:{info.get('ETag') or info.get('etag') or info.get('mtime')}"
     local = _COPIES.get(path, version)
-    source = open_image(local, level=level, series=series, array_path=array_path)
+    source = open_image(local, options)
     if not dataclasses.is_dataclass(source.reader) or not hasattr(source.reader, "path"):
         raise InputError(path, f"{source.format} files cannot be read from URLs")
     return dataclasses.replace(source, path=path, reader=CopiedFileReader(path, version,

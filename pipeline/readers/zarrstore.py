@@ -15,7 +15,7 @@ import numpy as np
 import zarr
 
 from pipeline.errors import InputError
-from pipeline.readers.base import ImageSource
+from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import (
     RegionReader,
     common_unit,
@@ -63,7 +63,13 @@ class _Multiscale:
     version: str | None
 
 
-def open_zarr(path: str, *, level: int = 0, array_path: str | None = None) -> ImageSource:
+def open_zarr(
+    path: str,
+    *,
+    level: int = 0,
+    array_path: str | None = None,
+    options: ReadOptions | None = None,
+) -> ImageSource:
     """Open a Zarr array, or an image in a Zarr group; only metadata is read here.
 
     Parameters

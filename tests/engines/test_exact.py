@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.engines import tablefit
-from pipeline.engines.base import FitParams
+from pipeline.engines.base import FitParams, TooFewValues
 from pipeline.engines.dp1d import optimal_kmeans_1d
 from pipeline.engines.exact import ExactEngine
 from pipeline.errors import ConfigError
@@ -97,9 +97,9 @@ def test_grey_photo_is_optimal():
     assert result.info["objective"] <= sklearn_objective(image, spec, 8) * (1 + 1e-9)
 
 
-def test_more_clusters_than_values_is_a_config_error():
+def test_more_clusters_than_values_is_refused():
     image = np.repeat(np.arange(3, dtype=np.uint8), 20).reshape(6, 10)
-    with pytest.raises(ConfigError, match="3 distinct"):
+    with pytest.raises(TooFewValues, match=r"k=4 is larger than the 3 distinct"):
         run_engine(ExactEngine(), image, _spec(image), FitParams(k=4))
     result = run_engine(ExactEngine(), image, _spec(image), FitParams(k=3))
     np.testing.assert_allclose(sorted(result.centres[:, 0]), np.arange(3) / 255)

@@ -123,7 +123,7 @@ def _recolour_block_channels_first(
     spatial_ndim = len(spec.spatial_shape)
     if block.ndim == spatial_ndim:  # no channel axis
         return np.take(table[:, 0], labels)
-    out = np.empty((block.shape[-1], *labels.shape), dtype=block.dtype)
+    out = np.empty((block.shape[-1], *labels.shape), dtype=table.dtype)
     if spec.channels:
         columns = dict(zip(spec.channels, range(table.shape[1]), strict=False))
     else:
@@ -162,6 +162,10 @@ def recolour(labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.nda
     transposing.
     """
     spatial_ndim = len(spec.spatial_shape)
+    # One canonical dtype object: tifffile's 64-bit arrays are ``ulonglong``/``longlong``,
+    # equal to uint64/int64 in NumPy but unknown to Zarr's data-type registry.
+    dtype = np.dtype(image.dtype.str)
+    table = table.astype(dtype)
     spatial = "".join(chr(ord("a") + i) for i in range(spatial_ndim))
     if image.ndim == spatial_ndim:
         out_ind, image_ind = spatial, spatial
@@ -176,8 +180,8 @@ def recolour(labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.nda
         spatial,
         table=table,
         spec=spec,
-        dtype=image.dtype,
-        meta=np.empty((0,) * image.ndim, image.dtype),
+        dtype=dtype,
+        meta=np.empty((0,) * image.ndim, dtype),
         name="recolour-cf-" + dask.base.tokenize(image.name, labels.name, table, spec),
     )
 

@@ -125,6 +125,12 @@ class ExactEngine:
             centres = result.centres[:, None]
             optimal, n_iter = True, None
             info.update(method="dp-1d", binned=False, n_restarts=0)
+            # The optimum's own intervals, not a nearest-centre search: values whose features
+            # coincide in float64 (64-bit integers spanning more than 2^53) stay in the
+            # clusters the optimum put them in, so k distinct values give k clusters.
+            ends = np.append(result.starts[1:], n_distinct)
+            dp_labels = np.empty(n_distinct, dtype=np.int32)
+            dp_labels[order] = np.repeat(np.arange(k, dtype=np.int32), ends - result.starts)
         else:
             fit = fit_table(F, w, summary.keys, codec, k, n_init=params.n_init,
                             random_state=params.random_state, max_iter=params.max_iter)
@@ -133,6 +139,11 @@ class ExactEngine:
                         n_restarts=fit.n_restarts, levels=fit.levels,
                         refine_iterations=fit.n_iter)
         labels, dist, _, wsum, cost = assign(F, w, centres)
+        if optimal:
+            labels = dp_labels
+            dist = (F[:, 0] - centres[labels, 0]) ** 2
+            wsum = np.bincount(labels, weights=w, minlength=k)
+            cost = float(w @ dist)
         stats = np.zeros((2, k + 1))
         stats[0, 0] = summary.no_data
         stats[0, 1:] = wsum

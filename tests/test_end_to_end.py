@@ -254,7 +254,7 @@ def test_ct_label_colours_are_distinct(tmp_path):
     tifffile.imwrite(path, image)
     out = tmp_path / "out.zarr"
     assert _run(path, out, "-k", "5") == 0
-    labels, recoloured, meta = read_output(str(out))
+    _, recoloured, meta = read_output(str(out))
     np.testing.assert_array_equal(recoloured, image)
     colours = zarr.open_group(str(out), mode="r")["labels/clusters"].attrs["ome"]["image-label"]
     rgb = np.array([c["rgba"][:3] for c in colours["colors"] if c["label-value"] > 0])

@@ -214,7 +214,7 @@ def test_dicom_like_padding_is_no_data(tmp_path, rng):
     labels, recoloured, meta = read_output(str(tmp_path / "ct.zarr"))
     padding = volume == -3024
     assert (labels[padding] == 0).all() and (labels[~padding] > 0).all()
-    assert meta["pixels_without_data"] == int(padding.sum())
+    assert meta["pixels_without_data"] == int(padding.sum()) == result.no_data
     assert meta["optimal"] is True
     assert sorted(round(c[0]) for c in meta["centres"]) == [-1000, -100, 0, 60]
     for hu in tissues:

@@ -223,7 +223,7 @@ class FeatureSpec:
         """
         values = self.values(block)
         mask = self.valid_mask(block)
-        if mask is not None:
+        if mask is not None and not mask.all():
             values = values[mask]
         if values.size == 0:
             return None

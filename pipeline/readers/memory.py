@@ -33,9 +33,17 @@ class ArrayBlockReader:
 
 
 def from_array(
-    array: np.ndarray, *, name: str = "array", axes: str | None = None
+    array: np.ndarray,
+    *,
+    name: str = "array",
+    axes: str | None = None,
+    no_data: tuple[tuple[float, float], ...] = (),
 ) -> ImageSource:
-    """Make an :class:`ImageSource` from an in-memory array."""
+    """Make an :class:`ImageSource` from an in-memory array.
+
+    ``no_data`` holds closed intervals of values that mean no data (as a DICOM reader fills
+    them from the pixel padding).
+    """
     array = np.asarray(array)
     axes = infer_axes(name, array.shape, axes)
     rgb = axes.endswith("c") and array.shape[-1] in (3, 4)
@@ -47,4 +55,5 @@ def from_array(
         spacing=(1.0,) * len(axes.replace("c", "")),
         channel_names=names,
         format="array",
+        no_data=tuple((float(lo), float(hi)) for lo, hi in no_data),
     )

@@ -117,3 +117,23 @@ def test_startup_rows(tmp_path):
     written = int(rows["same job, first run (empty numba cache)"][4].split(" numba cache")[0]
                   .rsplit(" ", 1)[-1])
     assert written > 0
+
+
+def test_issue9_target_is_judged_on_speed_and_mse():
+    _load_bench()  # puts benchmarks/ on sys.path
+    from kmsegbench.methods import Outcome
+    from kmsegbench.report import Row, issue9_table, issue9_verdict
+
+    def rows(kmseg_s: float, kmseg_mse: float) -> list[Row]:
+        timings = {"kmseg": (kmseg_s, kmseg_mse), "sklearn n_init=10": (20.0, 1.0),
+                   "dask-ml": (8.0, 1.01), "faiss": (1.0, 0.999), "sample 1000": (0.1, 0.5)}
+        return [Row("img", 4.0, 8, m, Outcome(m, s, None, mse), group="issue 9")
+                for m, (s, mse) in timings.items()]
+
+    # Best peer mse is faiss's 0.999 (the sample method is not a peer).
+    assert issue9_verdict(rows(2.0, 0.999 * 1.001))[0] == "**met**"  # 10x, 1.001x
+    assert issue9_verdict(rows(2.5, 0.999))[0] == "**missed**"  # 8x
+    assert issue9_verdict(rows(1.0, 0.999 * 1.002))[0] == "**missed**"  # 1.002x
+    [line] = [x for x in issue9_table(rows(2.0, 0.999)).splitlines() if x.startswith("| img")]
+    assert line.split("|")[4].strip() == "20.00 (10x)"
+    assert line.split("|")[7].strip() == "1.0000"

@@ -190,6 +190,11 @@ def run_process(cmd: list[str], *, env: dict[str, str] | None = None,
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        import psutil
+
+        with contextlib.suppress(psutil.Error):  # the command's own children first
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
         proc.kill()
         stdout, stderr = proc.communicate()
         stderr += f"\n(killed after {timeout} s)"

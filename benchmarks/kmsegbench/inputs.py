@@ -326,7 +326,7 @@ def many_photos(data_dir: str, count: int, side: int = MANY_SIDE) -> str:
         for factor in (0.6, 0.8, 1.0, 1.25):
             h, w = base.shape[:2]
             shape = (max(side, round(h * factor)), max(side, round(w * factor)))
-            scaled.append(resized(base, shape) * 255.0)
+            scaled.append((resized(base, shape) * 255.0).astype(np.float32))
     for i in range(count):
         rng = np.random.default_rng([8, i])
         source = scaled[int(rng.integers(len(scaled)))]

@@ -362,7 +362,7 @@ def _what_differs(members: list[Plane]) -> str:
     for name in ("AcquisitionNumber", "EchoNumbers", "TemporalPositionIdentifier",
                  "TriggerTime", "SeriesTime", "AcquisitionTime", "ImageType"):
         values = [str(m.ds.get(name, "")) for m in members]
-        distinct = list(dict.fromkeys(values))
+        distinct = sorted(set(values), key=_natural)
         if len(distinct) > 1:
             return f"; {name} {', '.join(distinct[:4])}"
     return ""
@@ -434,6 +434,14 @@ def _unique_instance_numbers(path: str, planes: list[Plane], numbers: list[int |
                 f"slices {_names(members)} share InstanceNumber {number} and have no position "
                 "(ImagePositionPatient): their order is unknown",
             )
+
+
+def _natural(text: str) -> tuple[float, str]:
+    """Sort key: numbers by value, then text."""
+    try:
+        return float(text), ""
+    except ValueError:
+        return float("inf"), text
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -14,13 +14,20 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut
 from pydicom.uid import generate_uid
 
+from pipeline.api import segment
+from pipeline.cli import main
 from pipeline.errors import InputError, KmsegWarning
+from pipeline.features import FeatureSpec
 from pipeline.readers import open_image
+from tests.helpers import read_output
 
 from ._dicom_make import colour_image, grey_slice, rgb_to_ybr_full, write_series
 from .conftest import assert_reads, ct_slice, save_dicom
 
 MakeSeries = Callable[..., tuple[Path, np.ndarray]]
+
+#: Whether the fit leaves out ImageSource.no_data intervals (label 0).
+_NO_DATA_MASKING = "no_data" in getattr(FeatureSpec, "__dataclass_fields__", {})
 
 
 def test_ct_series_sorted_by_position(ct_series: MakeSeries) -> None:
@@ -570,3 +577,72 @@ def test_no_order_at_all_warns(tmp_path: Path, rng: np.random.Generator) -> None
         source = open_image(str(folder))
     assert source.metadata["sort"] == "file"
     assert_reads(source, (stored[::-1].astype(np.int32) - 1024).astype(np.int16))
+
+
+# --- end to end ----------------------------------------------------------------------------
+
+
+def _padded_ct(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Issue 7, item 8: air, water, soft tissue and bone inside a round field of view, padding
+    (-3024 HU: stored -2000, intercept -1024) outside it. Returns HU and the padded mask."""
+    hu = np.full((4, 40, 50), -1000, np.int16)
+    hu[:, 8:32, 8:42] = 0
+    hu[:, 12:28, 12:25] = 50
+    hu[:, 16:24, 28:36] = 700
+    yy, xx = np.mgrid[:40, :50]
+    outside = np.broadcast_to((yy - 20) ** 2 + (xx - 25) ** 2 > 22**2, hu.shape)
+    hu[outside] = -3024
+    write_series(folder, (hu.astype(np.int32) + 1024).astype(np.int16), [0, 3, 6, 9],
+                 PixelPaddingValue=-2000, bits_stored=16)
+    return hu, outside
+
+
+def test_padded_ct_series_end_to_end(tmp_path: Path) -> None:
+    hu, _ = _padded_ct(tmp_path / "ct")
+    out = tmp_path / "ct.zarr"
+    assert main(["segment", str(tmp_path / "ct"), "-o", str(out), "-k", "4", "-q"]) == 0
+    labels, _, meta = read_output(str(out))
+    assert labels.shape == hu.shape
+    assert meta["input"]["no_data"] == [[-3024, -3024]]
+    assert meta["input"]["metadata"]["pixel_padding"] == {"stored": [-2000, -2000],
+                                                          "read": [-3024, -3024]}
+
+
+@pytest.mark.skipif(not _NO_DATA_MASKING, reason="no-data intervals are not yet used by the fit")
+def test_padded_ct_series_padding_is_label_0(tmp_path: Path) -> None:
+    hu, outside = _padded_ct(tmp_path / "ct")
+    out = tmp_path / "ct.zarr"
+    assert main(["segment", str(tmp_path / "ct"), "-o", str(out), "-k", "4", "-q"]) == 0
+    labels, _, meta = read_output(str(out))
+    assert np.all(labels[outside] == 0) and np.all(labels[~outside] > 0)
+    assert meta["pixels_without_data"] == int(outside.sum())
+    # the four tissues are the four clusters: water and soft tissue apart
+    assert sorted(c[0] for c in meta["centres"]) == pytest.approx([-1000, 0, 50, 700])
+    for tissue in (-1000, 0, 50, 700):
+        assert len(np.unique(labels[hu == tissue])) == 1
+
+
+def _gapped_series(folder: Path, rng: np.random.Generator) -> None:
+    """Issue 7, item 9: slices at 0, 2, 4, 8 and 10 mm."""
+    stored = rng.integers(1000, 1100, size=(5, 20, 30), dtype=np.uint16)
+    stored[:, :, 15:] += 1000
+    write_series(folder, stored, [0, 2, 4, 8, 10])
+
+
+def test_gapped_series_end_to_end(tmp_path: Path, rng: np.random.Generator,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "gap"
+    _gapped_series(folder, rng)
+    gap = "slices missing between z=4 and z=8 mm: spacing 2 mm, gap 4 mm"
+    with pytest.warns(KmsegWarning, match=re.escape(f"{folder}: {gap}")):
+        segment(str(folder), str(tmp_path / "gap.zarr"), k=2, quiet=True)
+    _, _, meta = read_output(str(tmp_path / "gap.zarr"))
+    assert meta["input"]["metadata"]["slice_gaps_mm"] == [[4, 8]]
+
+    refused = tmp_path / "refused.zarr"
+    code = main(["segment", str(folder), "-o", str(refused), "-k", "2", "-q",
+                 "--missing-slices", "error"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(folder) in err[0] and gap in err[0]
+    assert not refused.exists()

@@ -14,8 +14,9 @@ Before they are stacked, :func:`arrange` checks them; nothing inconsistent is st
   of the row and column directions). Slices sharing a position are refused (several
   acquisitions, echoes or phases in one series), except exact copies (the same
   ``SOPInstanceUID``), which are dropped with a warning.
-* The spacing is the median step between positions. Steps that differ from it by more than
-  10 % are missing slices (a step of about n spacings) or irregular spacing. Either gives one
+* The spacing is the smallest step between positions when every step is a whole multiple of
+  it, else the median step. Steps that differ from it by more than 10 % are missing slices (a
+  step of about n spacings) or irregular spacing. Either gives one
   warning naming the folder and the gaps, or, with ``missing_slices="error"``, an
   :class:`~pipeline.errors.InputError`. The volume is then written on the regular grid.
 * Without positions, slices are sorted by ``InstanceNumber`` (refused when two share one), else
@@ -373,7 +374,13 @@ def _check_spacing(
 ) -> float:
     """The median slice spacing; warn about or refuse missing slices and irregular steps."""
     steps = np.diff(depth)
-    spacing = float(np.median(steps))
+    # The spacing: the smallest step when every step is a whole multiple of it (slices
+    # missing), else the median step.
+    multiples = steps / steps.min()
+    if np.all(np.abs(multiples - np.round(multiples)) <= _STEP_TOLERANCE):
+        spacing = float(np.median(steps[np.round(multiples) == 1]))
+    else:
+        spacing = float(np.median(steps))
     gaps: list[tuple[float, float, float]] = []
     irregular: list[tuple[float, float, float]] = []
     for i, step in enumerate(steps):

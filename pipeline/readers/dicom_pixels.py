@@ -24,17 +24,15 @@ Each step applied is recorded in the source metadata.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, iter_pixels, pixel_array
+from pydicom.pixels import apply_color_lut
 
 from pipeline.errors import InputError, KmsegWarning
-from pipeline.readers.common import RegionReader
 from pipeline.readers.dicom_series import Plane, attribute
 
 #: Photometric interpretations read, and what becomes of them.
@@ -100,50 +98,6 @@ class PixelModel:
         if self.padding_to_nan:
             out[padded] = np.nan
         return out
-
-
-@dataclass(frozen=True)
-class DicomBlockReader(RegionReader):
-    """Reads a region of a DICOM image or series.
-
-    ``path`` is a series folder, whose files ``planes`` name, or a single file (plane names
-    empty). ``planes[z]`` is the (file name, frame index) of slice ``z``; ``model`` turns stored
-    values into values as read.
-    """
-
-    path: str
-    planes: tuple[tuple[str, int], ...]
-    multiframe: bool
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    volume: bool
-    model: PixelModel
-
-    def _read(self, box: tuple[slice, ...]) -> np.ndarray:
-        zs = range(box[0].start, box[0].stop) if self.volume else range(1)
-        spatial = box[1:3] if self.volume else box[:2]
-        channel = box[3:] if self.volume else box[2:]  # () for grey images
-        wanted: dict[str, list[int]] = {}
-        for z in zs:
-            name, frame = self.planes[z]
-            wanted.setdefault(name, []).append(frame)
-        decoded: dict[tuple[str, int], np.ndarray] = {}
-        headers: dict[str, Dataset] = {}
-        for name, frames in wanted.items():
-            full = os.path.join(self.path, name) if name else self.path
-            headers[name] = Dataset()  # gets the image pixel module, palette LUTs included
-            if self.multiframe:
-                frames = sorted(set(frames))
-                pixels = iter_pixels(full, indices=frames, ds_out=headers[name])
-                for frame, plane in zip(frames, pixels, strict=True):
-                    decoded[name, frame] = plane[spatial]
-            else:
-                decoded[name, 0] = pixel_array(full, ds_out=headers[name])[spatial]
-        planes = []
-        for z in zs:
-            value = self.model.apply(decoded[self.planes[z]], z, headers[self.planes[z][0]])
-            planes.append(value[..., channel[0]] if channel else value)
-        return np.stack(planes) if self.volume else planes[0]
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ Before they are stacked, :func:`arrange` checks them; nothing inconsistent is st
 * Slice orientations (``ImageOrientationPatient``) must agree. A few single slices of another
   orientation next to an obvious majority (at most a quarter of it; a scout saved without its
   ``ImageType``) are dropped with a warning; any other mix is refused.
-* Sizes (``Rows`` x ``Columns``) and pixel formats (samples, bits, signedness, photometric
-  interpretation) must agree, else the series is refused.
+* Sizes (``Rows`` x ``Columns``), pixel spacings and pixel formats (samples, bits, signedness,
+  photometric interpretation) must agree, else the series is refused.
 * Slices are sorted by ``ImagePositionPatient`` projected on the slice normal (the cross product
   of the row and column directions). Slices sharing a position are refused (several
   acquisitions, echoes or phases in one series), except exact copies (the same
@@ -252,6 +252,14 @@ def _one_orientation(path: str, planes: list[Plane], metadata: dict[str, Any]) -
     )
 
 
+def _spacing_text(plane: Plane) -> str:
+    value = attribute(plane, "PixelMeasuresSequence", "PixelSpacing", None)
+    try:
+        return "x".join(f"{round(float(v), 4):g}" for v in value) if value else "none"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 #: Attributes that must agree between the slices of a volume, with how messages name them.
 _FORMAT_KEYS: tuple[tuple[str, Callable[[Plane], Hashable]], ...] = (
     ("sizes (Rows x Columns)", lambda p: f"{p.ds.get('Rows')}x{p.ds.get('Columns')}"),
@@ -262,7 +270,9 @@ _FORMAT_KEYS: tuple[tuple[str, Callable[[Plane], Hashable]], ...] = (
     ("bits stored", lambda p: str(p.ds.get("BitsStored", ""))),
     ("photometric interpretations", lambda p: str(p.ds.get("PhotometricInterpretation", ""))),
     ("pixel data types", lambda p: str(p.float_dtype or "integer")),
+    ("pixel spacings (mm)", _spacing_text),
 )
+
 
 
 def _one_pixel_format(path: str, planes: list[Plane]) -> None:

@@ -547,6 +547,7 @@ def test_mixed_orientations_refused(tmp_path: Path, rng: np.random.Generator) ->
         ({"signed": True}, "mixed slice pixel representations"),
         ({"BitsStored": 16}, "mixed slice bits stored"),
         ({"PhotometricInterpretation": "MONOCHROME1"}, "mixed slice photometric"),
+        ({"PixelSpacing": [0.5, 0.5]}, r"mixed slice pixel spacings \(mm\): 0.5x0.7 in 3 "),
     ],
 )
 def test_mixed_pixel_formats_refused(tmp_path: Path, rng: np.random.Generator,

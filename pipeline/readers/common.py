@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.readers.orientation import Orientation
+from pipeline.readers.orientation import AS_STORED, Orientation
 
 #: OME-NGFF space unit for each spelling found in TIFF, OME-XML, ImageJ, NIfTI and Zarr metadata.
 _UNIT_ALIASES = {
@@ -251,7 +251,7 @@ class RegionReader:
     dtype: np.dtype
     #: How stored rows and columns are shown; ``shape`` is the displayed shape and ``_read``
     #: receives stored boxes (a class default of "as stored"; readers may make it a field).
-    orientation: Orientation = Orientation()
+    orientation: Orientation = AS_STORED
 
     @property
     def ndim(self) -> int:

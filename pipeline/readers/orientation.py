@@ -99,6 +99,10 @@ class Orientation(NamedTuple):
         return tuple(out)
 
 
+#: Orientation 1: shown as stored.
+AS_STORED = Orientation()
+
+
 def orientation_code(value: object) -> int:
     """The Orientation value of a tag, 1 when absent or invalid (as viewers do)."""
     try:

@@ -3,8 +3,14 @@
 Opening reads the header alone. A task decodes the whole file (once per process, through a
 small cache shared by the tasks of that process) and returns its region; ``native_chunks`` is
 the full image so the pipeline prefers a single chunk. PNG is decoded by imagecodecs (libpng),
-which keeps 16-bit colour; JPEG and BMP by Pillow. Palette images become RGB, or RGBA when
-they carry transparency.
+which keeps 16-bit colour; JPEG and BMP by Pillow. Images are shown as a viewer shows them:
+palette images become RGB, or RGBA when they carry transparency; CMYK and YCbCr JPEGs become
+RGB; 1-bit images are bool; the EXIF Orientation (JPEG, PNG ``eXIf``) is applied region by
+region. ``metadata["photometric"]`` records the stored colour model, ``metadata["transform"]``
+what was applied.
+
+Nothing is decoded before the header's size is checked against ``max_pixels`` and, as the
+whole image must be decoded in one process, against the memory available.
 """
 
 from __future__ import annotations
@@ -24,12 +30,22 @@ from pipeline.readers.common import (
     DecodeCache,
     ReadError,
     RegionReader,
+    check_decoded_size,
+    check_size,
     color_names,
     file_stamp,
     local_path,
 )
+from pipeline.readers.orientation import (
+    AS_STORED,
+    DESCRIPTIONS,
+    Orientation,
+    orientation_code,
+)
 
-# Inputs are the user's own images, not untrusted uploads: allow any size.
+# Pillow's decompression-bomb guard (a fixed 89 Mpixel warning, 179 Mpixel error) is replaced
+# by kmseg's own checks, made from the header before anything is decoded: the ``max_pixels``
+# key and the memory available (see open_raster).
 Image.MAX_IMAGE_PIXELS = None
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,10 +53,12 @@ _PNG_IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
 #: Channels of each PNG colour type (grey, RGB, palette, grey+alpha, RGBA), before tRNS.
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+_PNG_COLOUR_NAMES = {0: "grey", 2: "rgb", 3: "palette", 4: "grey+alpha", 6: "rgba"}
+_EXIF_ORIENTATION = 0x0112
 
 #: Pillow mode -> (mode to convert to, or "" to keep).
 _PIL_CONVERT = {
-    "1": "L",
+    "1": "",
     "L": "",
     "LA": "",
     "La": "LA",
@@ -78,6 +96,7 @@ class RasterBlockReader(RegionReader):
     dtype: np.dtype
     codec: str
     mode: str = ""
+    orientation: Orientation = AS_STORED
 
     def _read(self, box: tuple[slice, ...]) -> np.ndarray:
         key = (self.path, file_stamp(self.path), self.codec, self.mode)
@@ -88,11 +107,14 @@ class RasterBlockReader(RegionReader):
         if self.codec == "png":
             with open(self.path, "rb") as fh:
                 image = imagecodecs.png_decode(fh.read())
+            if self.dtype == bool:  # 1-bit grey, which libpng expands to 0 and 255
+                image = image > 0
         else:
             with Image.open(self.path) as im:
                 image = np.asarray(im.convert(self.mode) if self.mode else im)
-        if image.shape != self.shape:
-            raise ReadError(self.path, f"decoded shape {image.shape}, header said {self.shape}")
+        stored = self.orientation.stored_shape(self.shape)
+        if image.shape != stored:
+            raise ReadError(self.path, f"decoded shape {image.shape}, header said {stored}")
         image = np.asarray(image, dtype=self.dtype)
         image.flags.writeable = False
         return image
@@ -105,34 +127,66 @@ def open_raster(path: str, *, options: ReadOptions | None = None) -> ImageSource
             signature = fh.read(8)
     except OSError as exc:
         raise InputError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    options = options or ReadOptions()
     if signature == PNG_SIGNATURE:
-        return _open_png(path)
-    return _open_pillow(path)
+        return _open_png(path, options)
+    return _open_pillow(path, options)
 
 
-def _open_png(path: str) -> ImageSource:
+def _check_sizes(path: str, shape: tuple[int, ...], dtype: np.dtype, options: ReadOptions,
+                 copies: int) -> None:
+    """Refuse, from the header, images too large to be decoded whole."""
+    axes = "yxc" if len(shape) == 3 else "yx"
+    check_size(path, shape, axes, options.max_pixels)
+    check_decoded_size(path, copies * int(np.prod(shape, dtype=np.float64)) * dtype.itemsize)
+
+
+def _orientation(code: int, applied: list[str]) -> Orientation:
+    if code != 1:
+        applied.append(f"EXIF Orientation {code}: {DESCRIPTIONS[code]}")
+    return Orientation(code, 0)
+
+
+def _open_png(path: str, options: ReadOptions) -> ImageSource:
     header = _png_header(path)
     width, height, depth, colour = header["IHDR"]
-    n_channels = _PNG_CHANNELS[colour] + (1 if "tRNS" in header and colour in (0, 2, 3) else 0)
-    shape = (height, width) + ((n_channels,) if n_channels > 1 else ())
+    trns = "tRNS" in header and colour in (0, 2, 3)
+    n_channels = _PNG_CHANNELS[colour] + (1 if trns else 0)
+    stored = (height, width) + ((n_channels,) if n_channels > 1 else ())
+    dtype = np.dtype(bool if (depth, n_channels) == (1, 1) else np.uint16 if depth == 16
+                     else np.uint8)
+    _check_sizes(path, stored, dtype, options, copies=1)
+    applied = []
+    if colour == 3:
+        applied.append("palette expanded to RGB" + ("A (tRNS transparency)" if trns else ""))
+    elif trns:
+        applied.append("tRNS transparency expanded to an alpha channel")
+    if depth < 8 and colour == 0 and dtype.kind != "b":
+        applied.append(f"{depth}-bit grey scaled to 8 bits")
+    orientation = _orientation(header.get("orientation", 1), applied)
+    shape = orientation.displayed_shape(stored)
     spacing: tuple[float, ...] = (1.0, 1.0)
     unit = None
     if "pHYs" in header:
         ppm_x, ppm_y, phys_unit = header["pHYs"]
         if phys_unit == 1 and ppm_x > 0 and ppm_y > 0:  # pixels per meter
-            spacing, unit = (1e6 / ppm_y, 1e6 / ppm_x), "micrometer"
+            spacing, unit = orientation.displayed_shape((1e6 / ppm_y, 1e6 / ppm_x)), "micrometer"
     return ImageSource(
         path=path,
         axes="yxc" if n_channels > 1 else "yx",
-        reader=RasterBlockReader(
-            local_path(path), shape, np.dtype(np.uint16 if depth == 16 else np.uint8), "png"
-        ),
+        reader=RasterBlockReader(local_path(path), shape, dtype, "png", "", orientation),
         spacing=spacing,
         unit=unit,
         native_chunks=shape,
         channel_names=color_names(n_channels, rgb=colour in (2, 3, 6)),
         format="png",
-        metadata={"bit_depth": depth, "color_type": colour},
+        metadata={
+            "bit_depth": depth,
+            "color_type": colour,
+            "photometric": _PNG_COLOUR_NAMES[colour],
+            "orientation": orientation.code,
+            "transform": "; ".join(applied) if applied else "none",
+        },
     )
 
 
@@ -161,6 +215,9 @@ def _png_header(path: str) -> dict[str, Any]:
             elif kind == b"pHYs" and length == 9:
                 out["pHYs"] = struct.unpack(">IIB", fh.read(9))
                 fh.seek(4, os.SEEK_CUR)
+            elif kind == b"eXIf" and length < 2**20:
+                out["orientation"] = _exif_orientation(fh.read(length))
+                fh.seek(4, os.SEEK_CUR)
             elif kind == b"IDAT":
                 break
             else:
@@ -175,10 +232,21 @@ def _png_header(path: str) -> dict[str, Any]:
     return out
 
 
-def _open_pillow(path: str) -> ImageSource:
+def _exif_orientation(raw: bytes) -> int:
+    """The Orientation value of raw EXIF data (1 when absent or unreadable)."""
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+    except Exception:  # a damaged EXIF block does not hide the image
+        return 1
+    return orientation_code(exif.get(_EXIF_ORIENTATION))
+
+
+def _open_pillow(path: str, options: ReadOptions) -> ImageSource:
     try:
         with Image.open(path) as im:
             fmt, mode, (width, height), info = im.format, im.mode, im.size, dict(im.info)
+            code = orientation_code(im.getexif().get(_EXIF_ORIENTATION))
     except Exception as exc:
         raise InputError(path, f"not a readable image ({type(exc).__name__}: {exc})") from None
     if fmt not in _PIL_FORMATS:
@@ -194,20 +262,31 @@ def _open_pillow(path: str) -> ImageSource:
     out_mode = target or mode
     n_channels = Image.getmodebands(out_mode)
     dtype = _mode_dtype(out_mode)
-    shape = (height, width) + ((n_channels,) if n_channels > 1 else ())
+    stored = (height, width) + ((n_channels,) if n_channels > 1 else ())
+    _check_sizes(path, stored, dtype, options, copies=2)  # Pillow's image and the array
+    applied = [f"{mode} converted to {target}"] if target else []
+    orientation = _orientation(code, applied)
+    shape = orientation.displayed_shape(stored)
     return ImageSource(
         path=path,
         axes="yxc" if n_channels > 1 else "yx",
-        reader=RasterBlockReader(local_path(path), shape, dtype, "pillow", target),
+        reader=RasterBlockReader(local_path(path), shape, dtype, "pillow", target, orientation),
         spacing=(1.0, 1.0),
         native_chunks=shape,
         channel_names=color_names(n_channels, rgb=out_mode.startswith("RGB")),
         format=fmt.lower().replace("mpo", "jpeg").replace("dib", "bmp"),
-        metadata={"mode": mode},
+        metadata={
+            "mode": mode,
+            "photometric": mode,
+            "orientation": code,
+            "transform": "; ".join(applied) if applied else "none",
+        },
     )
 
 
 def _mode_dtype(mode: str) -> np.dtype:
+    if mode == "1":
+        return np.dtype(bool)
     if mode.startswith("I;16"):
         return np.dtype(np.uint16)
     return np.dtype({"I": np.int32, "F": np.float32}.get(mode, np.uint8))

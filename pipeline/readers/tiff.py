@@ -38,7 +38,12 @@ from pipeline.readers.common import (
     present_chunks,
     to_presented,
 )
-from pipeline.readers.orientation import DESCRIPTIONS, Orientation, orientation_code
+from pipeline.readers.orientation import (
+    AS_STORED,
+    DESCRIPTIONS,
+    Orientation,
+    orientation_code,
+)
 
 #: tifffile axis letters shown as the channel axis, and as the depth (z) axis.
 _CHANNEL_AXES = "CS"
@@ -81,7 +86,7 @@ class TiffBlockReader(RegionReader):
     native_ndim: int
     colour: ColourModel | None = None
     stored_channels: bool = False
-    orientation: Orientation = Orientation()
+    orientation: Orientation = AS_STORED
 
     def _read(self, box: tuple[slice, ...]) -> np.ndarray:
         array = _open_level(self.path, self.series, self.level, file_stamp(self.path))
@@ -167,9 +172,9 @@ def _open(
     if colour is not None:
         dtype = colour.dtype
         if colour.n_out and not stored_axes.endswith("c"):
-            axes, shape, chunks = axes + "c", shape + (colour.n_out,), chunks + (colour.n_out,)
+            axes, shape, chunks = axes + "c", (*shape, colour.n_out), (*chunks, colour.n_out)
         elif colour.n_out:
-            shape, chunks = shape[:-1] + (colour.n_out,), chunks[:-1] + (colour.n_out,)
+            shape, chunks = (*shape[:-1], colour.n_out), (*chunks[:-1], colour.n_out)
     code = orientation_code(keyframe.tags.valueof(274)) if 274 in keyframe.tags else 1
     orientation = Orientation(code, axes.index("y"))
     shape = orientation.displayed_shape(shape)
@@ -249,7 +254,7 @@ def _colour_model(
         smin = float(np.min(smin)) if smin is not None else None
         smax = float(np.max(smax)) if smax is not None else None
         model = miniswhite_model(dtype, int(keyframe.bitspersample), smin, smax)
-        how = ("logical not" if dtype == bool else "-1 - v" if dtype.kind == "i"
+        how = ("logical not" if dtype.kind == "b" else "-1 - v" if dtype.kind == "i"
                else f"{model.white:g} - v")
         return model, name, [f"MinIsWhite inverted ({how}) so that white stays white"]
     if code == 5:  # separated

@@ -53,6 +53,11 @@ _PNG_IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
 #: Channels of each PNG colour type (grey, RGB, palette, grey+alpha, RGBA), before tRNS.
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+#: Samples per pixel stored in the PNG data of each colour type.
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: deflate cannot compress more than 1032:1; a PNG declaring more filtered image bytes than
+#: this many times its file size is corrupt or a decompression bomb.
+_DEFLATE_MAX_RATIO = 1100
 _PNG_COLOUR_NAMES = {0: "grey", 2: "rgb", 3: "palette", 4: "grey+alpha", 6: "rgba"}
 _EXIF_ORIENTATION = 0x0112
 
@@ -156,6 +161,11 @@ def _open_png(path: str, options: ReadOptions) -> ImageSource:
     dtype = np.dtype(bool if (depth, n_channels) == (1, 1) else np.uint16 if depth == 16
                      else np.uint8)
     _check_sizes(path, stored, dtype, options, copies=1)
+    filtered = height * (1 + (width * _PNG_SAMPLES[colour] * depth + 7) // 8)
+    if filtered > _DEFLATE_MAX_RATIO * os.path.getsize(path):
+        raise InputError(path, f"the PNG header declares {width}x{height} pixels, more than its "
+                               f"{os.path.getsize(path)} bytes can hold (corrupt or a "
+                               "decompression bomb)")
     applied = []
     if colour == 3:
         applied.append("palette expanded to RGB" + ("A (tRNS transparency)" if trns else ""))
@@ -252,7 +262,7 @@ def _open_pillow(path: str, options: ReadOptions) -> ImageSource:
     if fmt not in _PIL_FORMATS:
         raise InputError(path, f"unsupported image format {fmt}")
     if fmt in ("BMP", "DIB"):
-        _check_bmp_size(path)
+        _check_bmp_size(path, info, width, height)
     if mode == "P":
         target = "RGBA" if "transparency" in info else "RGB"
     elif mode in _PIL_CONVERT:
@@ -292,10 +302,16 @@ def _mode_dtype(mode: str) -> np.dtype:
     return np.dtype({"I": np.int32, "F": np.float32}.get(mode, np.uint8))
 
 
-def _check_bmp_size(path: str) -> None:
-    """BMP headers state the file size: a shorter file is truncated."""
+def _check_bmp_size(path: str, info: dict[str, Any], width: int, height: int) -> None:
+    """A BMP shorter than its header's file size, or than its uncompressed rows, is truncated."""
     with open(path, "rb") as fh:
-        head = fh.read(6)
-    stated = struct.unpack("<I", head[2:6])[0] if len(head) == 6 else 0
-    if stated and os.path.getsize(path) < stated:
+        head = fh.read(30)
+    size = os.path.getsize(path)
+    stated = struct.unpack("<I", head[2:6])[0] if len(head) >= 6 else 0
+    if stated and size < stated:
         raise InputError(path, "truncated BMP file")
+    if info.get("compression", 0) in (0, 3) and len(head) == 30:  # BI_RGB, BI_BITFIELDS
+        offset, dib = struct.unpack("<II", head[10:18])
+        bits = struct.unpack("<H", head[24:26] if dib == 12 else head[28:30])[0]
+        if size < offset + height * ((width * bits + 31) // 32 * 4):
+            raise InputError(path, "truncated BMP file (shorter than its rows)")

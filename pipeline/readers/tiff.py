@@ -158,6 +158,8 @@ def _open(
 
     native_axes = chosen.get_axes(False)
     native_shape = tuple(int(n) for n in chosen.get_shape(False))
+    if 0 in native_shape:
+        raise InputError(path, f"the image is empty (shape {native_shape}, axes {native_axes})")
     stored_axes, order = _map_axes(path, native_axes, native_shape)
     stored_shape = tuple(native_shape[a] for a in order)
     check_size(path, stored_shape, stored_axes, options.max_pixels)

@@ -302,3 +302,17 @@ def test_bmp_shorter_than_its_rows(tmp_path: Path, rng: np.random.Generator) -> 
     with pytest.raises(InputError, match="truncated") as info:
         open_image(str(path))
     assert str(path) in str(info.value)
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    rgb[:, :48] = (220, 30, 30)
+    rgb[:, 48:] = (30, 30, 220)
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(path, quality=95)
+    source = open_image(str(path))
+    assert source.metadata["photometric"] == "CMYK"
+    assert source.channel_names == ("R", "G", "B")
+    got = source.to_dask((17, 23)).compute().astype(int)
+    np.testing.assert_allclose(got[:, :40], rgb[:, :40].astype(int), atol=12)  # lossy
+    np.testing.assert_allclose(got[:, 56:], rgb[:, 56:].astype(int), atol=12)

@@ -450,3 +450,24 @@ def test_hostile_header_declaring_a_huge_image(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
     assert peak < 50 * 2**20  # refused from the header, nothing the size of the image
+
+
+def test_palette_with_orientation(tmp_path: Path, rng: np.random.Generator) -> None:
+    index = rng.integers(0, 4, size=(48, 64), dtype=np.uint8)
+    path = palette_tiff(tmp_path / "both.tif", index, RED_BLUE.astype(np.uint16) * 257,
+                        tile=(16, 16), extratags=[(274, "H", 1, 8, True)])
+    source = open_image(str(path))
+    assert source.shape == (64, 48, 3)
+    assert_reads(source, displayed(RED_BLUE[index], 8).copy())
+
+
+def test_orientation_of_a_page_stack(tmp_path: Path, rng: np.random.Generator) -> None:
+    stored = rng.integers(0, 255, size=(5, 30, 40), dtype=np.uint8)
+    path = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for plane in stored:
+            tw.write(plane, extratags=[(274, "H", 1, 6, True)], metadata=None)
+    source = open_image(str(path))
+    assert source.axes == "zyx" and source.shape == (5, 40, 30)
+    expected = np.stack([displayed(plane, 6) for plane in stored])
+    assert_reads(source, expected)

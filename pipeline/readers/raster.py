@@ -126,7 +126,27 @@ class RasterBlockReader(RegionReader):
 
 
 def open_raster(path: str, *, options: ReadOptions | None = None) -> ImageSource:
-    """Open a PNG, JPEG or BMP file; only its header is read here."""
+    """Open a PNG, JPEG or BMP file; only its header is read here.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    options : ReadOptions, optional
+        ``max_pixels`` is checked against the header's size.
+
+    Returns
+    -------
+    ImageSource
+        ``yx`` (grey, bool for 1-bit) or ``yxc`` (grey+alpha, RGB, RGBA), in the orientation a
+        viewer shows; ``metadata`` records ``photometric``, ``orientation`` and ``transform``.
+
+    Raises
+    ------
+    InputError
+        For a damaged, truncated or unsupported file, a size beyond ``max_pixels``, a decoded
+        image that would not fit in memory, or a PNG that is a decompression bomb.
+    """
     try:
         with open(path, "rb") as fh:
             signature = fh.read(8)

@@ -117,6 +117,21 @@ def open_tiff(
         Pyramid level (0 = full resolution).
     series : int
         Image series in the file (e.g. 0 = baseline image of an SVS file).
+    options : ReadOptions, optional
+        ``max_pixels`` is checked against the chosen level's declared shape.
+
+    Returns
+    -------
+    ImageSource
+        Axes ``yx``, ``yxc``, ``zyx`` or ``zyxc`` as displayed (after the colour model and the
+        Orientation tag); ``metadata`` records ``photometric``, ``orientation`` and
+        ``transform``.
+
+    Raises
+    ------
+    InputError
+        For a damaged or truncated file, an unsupported colour model, axis layout or dtype, an
+        empty image or one larger than ``max_pixels``.
     """
     # tifffile logs each series parser that fails on a damaged file; the InputError says it all.
     logger = logging.getLogger("tifffile")

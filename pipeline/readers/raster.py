@@ -1,23 +1,25 @@
-"""PNG, JPEG and BMP files: formats that can only be decoded whole.
+"""PNG, JPEG and BMP files: mostly formats that can only be decoded whole.
 
 Opening reads the header alone. A task decodes the whole file (once per process, through a
 small cache shared by the tasks of that process) and returns its region; ``native_chunks`` is
-the full image so the pipeline prefers a single chunk. PNG is decoded by imagecodecs (libpng),
-which keeps 16-bit colour; JPEG and BMP by Pillow. Images are shown as a viewer shows them:
-palette images become RGB, or RGBA when they carry transparency; CMYK and YCbCr JPEGs become
-RGB; 1-bit images are bool; the EXIF Orientation (JPEG, PNG ``eXIf``) is applied region by
-region. ``metadata["photometric"]`` records the stored colour model, ``metadata["transform"]``
-what was applied.
+the full image so the pipeline prefers a single chunk. Uncompressed 8-bit (grey, palette) and
+24-bit BMPs are the exception: they are read by rows through a memory map. PNG is decoded by
+imagecodecs (libpng), which keeps 16-bit colour; JPEG and other BMPs by Pillow.
 
-Nothing is decoded before the header's size is checked against ``max_pixels`` and, as the
-whole image must be decoded in one process, against the memory available.
+Images are shown as a viewer shows them: palette images become RGB, or RGBA when they carry
+transparency; CMYK and YCbCr JPEGs become RGB; 1-bit images are bool; the EXIF Orientation
+(JPEG, PNG ``eXIf``) is applied region by region. ``metadata["photometric"]`` records the
+stored colour model, ``metadata["transform"]`` what was applied.
+
+Nothing is decoded before the header's size is checked against ``max_pixels`` and, for what
+must be decoded whole in one process, against the memory available.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import imagecodecs
@@ -277,12 +279,16 @@ def _open_pillow(path: str, options: ReadOptions) -> ImageSource:
         with Image.open(path) as im:
             fmt, mode, (width, height), info = im.format, im.mode, im.size, dict(im.info)
             code = orientation_code(im.getexif().get(_EXIF_ORIENTATION))
+            palette = im.getpalette() if mode == "P" else None
     except Exception as exc:
         raise InputError(path, f"not a readable image ({type(exc).__name__}: {exc})") from None
     if fmt not in _PIL_FORMATS:
         raise InputError(path, f"unsupported image format {fmt}")
     if fmt in ("BMP", "DIB"):
         _check_bmp_size(path, info, width, height)
+        lazy = _open_bmp_lazily(path, options, mode, width, height, info, palette)
+        if lazy is not None:
+            return lazy
     if mode == "P":
         target = "RGBA" if "transparency" in info else "RGB"
     elif mode in _PIL_CONVERT:
@@ -335,3 +341,82 @@ def _check_bmp_size(path: str, info: dict[str, Any], width: int, height: int) ->
         bits = struct.unpack("<H", head[24:26] if dib == 12 else head[28:30])[0]
         if size < offset + height * ((width * bits + 31) // 32 * 4):
             raise InputError(path, "truncated BMP file (shorter than its rows)")
+
+
+@dataclass(frozen=True)
+class BmpBlockReader(RegionReader):
+    """Reads a region of an uncompressed 8- or 24-bit BMP through a memory map (no decode).
+
+    Rows are stored bottom-up unless ``top_down``; 24-bit pixels are BGR; 8-bit pixels are
+    palette indices, looked up in ``lut`` (``(256, 3)`` uint8) unless it is None (grey).
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+    stride: int
+    bits: int
+    top_down: bool
+    lut: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def _read(self, box: tuple[slice, ...]) -> np.ndarray:
+        height = self.shape[0]
+        rows, cols = box[0], box[1]
+        data = np.memmap(self.path, np.uint8, "r", self.offset, (height, self.stride))
+        # bottom-up files hold the last displayed row first
+        flipped = slice(height - rows.stop, height - rows.start)
+        block = data[rows] if self.top_down else data[flipped][::-1]
+        if self.bits == 24:
+            pixels = block[:, cols.start * 3 : cols.stop * 3].reshape(block.shape[0], -1, 3)
+            out = np.array(pixels[..., ::-1])
+            return out[..., box[2]] if len(box) > 2 else out
+        index = np.array(block[:, cols])
+        if self.lut is None:
+            return index
+        return self.lut[index][..., box[2]]
+
+
+def _open_bmp_lazily(
+    path: str, options: ReadOptions, mode: str, width: int, height: int, info: dict[str, Any],
+    palette: list[int] | None,
+) -> ImageSource | None:
+    """A lazily read source for uncompressed 8-bit (grey, palette) and 24-bit BMPs, else None."""
+    with open(path, "rb") as fh:
+        head = fh.read(34)
+    if len(head) < 34 or info.get("compression", 0) != 0:
+        return None
+    offset, dib = struct.unpack("<II", head[10:18])
+    if dib < 40:
+        return None
+    stored_height = struct.unpack("<i", head[22:26])[0]
+    bits = struct.unpack("<H", head[28:30])[0]
+    if (bits, mode) not in ((24, "RGB"), (8, "L"), (8, "P")) or "transparency" in info:
+        return None
+    lut = None
+    if mode == "P":
+        lut = np.zeros((256, 3), np.uint8)
+        values = np.asarray(palette or [], np.uint8)[: 256 * 3].reshape(-1, 3)
+        lut[: len(values)] = values
+    n_channels = 1 if mode == "L" else 3
+    shape = (height, width) + ((3,) if n_channels == 3 else ())
+    check_size(path, shape, "yxc" if n_channels == 3 else "yx", options.max_pixels)
+    stride = (width * bits + 31) // 32 * 4
+    rows = max(1, min(height, 2**24 // max(stride, 1)))  # about 16 MiB of rows per chunk
+    return ImageSource(
+        path=path,
+        axes="yxc" if n_channels == 3 else "yx",
+        reader=BmpBlockReader(local_path(path), shape, np.dtype(np.uint8), offset, stride, bits,
+                              stored_height < 0, lut),
+        spacing=(1.0, 1.0),
+        native_chunks=(rows, width) + ((3,) if n_channels == 3 else ()),
+        channel_names=color_names(n_channels, rgb=n_channels == 3),
+        format="bmp",
+        metadata={
+            "mode": mode,
+            "photometric": mode,
+            "orientation": 1,
+            "transform": "palette expanded to RGB" if mode == "P" else "none",
+            "lazy": True,
+        },
+    )

@@ -316,3 +316,37 @@ def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
     got = source.to_dask((17, 23)).compute().astype(int)
     np.testing.assert_allclose(got[:, :40], rgb[:, :40].astype(int), atol=12)  # lossy
     np.testing.assert_allclose(got[:, 56:], rgb[:, 56:].astype(int), atol=12)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P"])
+@pytest.mark.parametrize("top_down", [False, True])
+def test_uncompressed_bmp_is_read_lazily(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, mode: str,
+    top_down: bool,
+) -> None:
+    shape = (97, 151)  # rows padded to 4 bytes
+    colours = rng.integers(0, 256, size=(256, 3), dtype=np.uint8)
+    if mode == "P":
+        index = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        image = Image.fromarray(index, mode="L").convert("P")
+        image.putpalette(colours.ravel().tolist())
+        expected = colours[index]
+    else:
+        expected = rng.integers(0, 256, size=shape + ((3,) if mode == "RGB" else ()),
+                                dtype=np.uint8)
+        image = Image.fromarray(expected, mode=mode)
+    path = tmp_path / f"{mode}.bmp"
+    image.save(path)
+    if top_down:  # same pixels, rows stored first-to-last, negative height
+        raw = bytearray(path.read_bytes())
+        offset = struct.unpack("<I", raw[10:14])[0]
+        rows = np.frombuffer(bytes(raw[offset:]), np.uint8).reshape(shape[0], -1)
+        raw[offset:] = rows[::-1].tobytes()
+        raw[22:26] = struct.pack("<i", -shape[0])
+        path.write_bytes(bytes(raw))
+    # nothing is decoded whole, so the memory check does not apply
+    monkeypatch.setattr("pipeline.chunking.local_memory_bytes", lambda: 10_000)
+    monkeypatch.setattr(raster.RasterBlockReader, "_decode", None)
+    source = open_image(str(path))
+    assert source.metadata["lazy"] is True and source.format == "bmp"
+    assert_reads(source, expected)

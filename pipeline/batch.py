@@ -365,7 +365,8 @@ def open_image(source: ImageSource, config: JobConfig) -> da.Array:
     )
     if len(chunks) != source.spatial_ndim:
         raise InputError(
-            source.path, f"chunks {list(chunks)} do not match its {source.spatial_ndim} spatial axes"
+            source.path,
+            f"chunks {list(chunks)} do not match its {source.spatial_ndim} spatial axes",
         )
     return source.to_dask(chunks)
 

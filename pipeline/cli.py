@@ -97,21 +97,49 @@ def _print_results(results: list, quiet: bool) -> None:
         )
 
 
+def _status(results: Any) -> int:
+    """0, or :data:`~pipeline.batch.EXIT_SOME_FAILED` when inputs failed (on_error: continue)."""
+    from pipeline.batch import EXIT_SOME_FAILED
+
+    failed = getattr(results, "failed", [])
+    if failed:
+        print(f"kmseg: {len(failed)} input(s) failed; see the 'failed' list in the output's "
+              "metadata", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return 0
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from pipeline.api import run
 
     overrides = _overrides(args)
     overrides["inputs"] = args.inputs
     config = build_config({}, overrides)
-    _print_results(run(config), config.quiet)
-    return 0
+    results = run(config)
+    _print_results(results, config.quiet)
+    return _status(results)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.api import run
 
     config = build_config(load_yaml(args.config), _overrides(args))
-    _print_results(run(config), config.quiet)
+    results = run(config)
+    _print_results(results, config.quiet)
+    return _status(results)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from pipeline.api import fit_config
+
+    overrides = _overrides(args)
+    overrides["inputs"] = args.inputs
+    config = build_config({}, overrides)
+    model = fit_config(config)
+    mse = model.provenance.get("mse")
+    print(f"{config.output}: k={model.k} engine={model.engine} "
+          f"mse={mse if mse is None else format(mse, '.6g')} "
+          f"pixels={model.provenance.get('n_pixels')}")
     return 0
 
 
@@ -152,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_segment)
 
+    p = sub.add_parser(
+        "fit", help="fit one model on all inputs pooled: kmseg fit INPUT... -k 4 -o MODEL.json"
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    _add_config_flags(p, positional_inputs=True)
+    common(p)
+    p.set_defaults(func=cmd_fit)
+
     p = sub.add_parser("run", help="run a YAML job: kmseg run JOB.yaml [--key value ...]")
     p.add_argument("config", metavar="JOB.yaml")
     _add_config_flags(p, positional_inputs=False)
@@ -179,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage)."""
+    """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage,
+    3 some inputs of a batch failed with ``on_error: continue``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", 0) or 0

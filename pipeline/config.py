@@ -98,6 +98,16 @@ class JobConfig:
         A DICOM series with missing slices: ``warn`` (default) or ``error``.
     reorient : bool
         Reorient NIfTI volumes to the closest canonical (RAS+) orientation.
+    on_error : str
+        A batch input that fails: ``stop`` the job (default) or ``continue`` with the others
+        (reported, recorded in the output's metadata, exit status 3).
+    label_order : str
+        How classes are numbered: ``luminance`` (default; label 1 darkest), ``size`` (label 1
+        largest) or ``none`` (as the fit found them).
+    model : str or None
+        Apply this model file (written by ``kmseg fit``) instead of fitting each input.
+    shared_model : bool
+        Fit one model on all inputs pooled and apply it to each.
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -134,6 +144,10 @@ class JobConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     missing_slices: str = "warn"
     reorient: bool = False
+    on_error: str = "stop"
+    label_order: str = "luminance"
+    model: str | None = None
+    shared_model: bool = False
 
     def validate(self) -> JobConfig:
         """Return ``self`` after checking every value; raise :class:`ConfigError` otherwise."""
@@ -177,6 +191,14 @@ class JobConfig:
             raise ConfigError(
                 f"missing_slices must be 'warn' or 'error', got {self.missing_slices!r}"
             )
+        if self.on_error not in ("stop", "continue"):
+            raise ConfigError(f"on_error must be 'stop' or 'continue', got {self.on_error!r}")
+        if self.label_order not in ("luminance", "size", "none"):
+            raise ConfigError(
+                f"label_order must be 'luminance', 'size' or 'none', got {self.label_order!r}"
+            )
+        if self.model and self.shared_model:
+            raise ConfigError("give either model or shared_model, not both")
         if self.cluster is not None:
             from pipeline.cluster import validate_cluster
 

@@ -165,11 +165,24 @@ def grouped_layout(items: list[str], n_paths: int) -> bool:
     return False
 
 
-def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> Plan:
+def _check_output(path: str, overwrite: bool, inputs: list[str], grouped: bool) -> None:
+    """Fail early if the output may not be written; a batch that ended ``partial`` (some inputs
+    failed) may be resumed like an unfinished one (see :mod:`pipeline.batch`)."""
+    from pipeline.outputs import output_status
+
+    if grouped and not overwrite and output_status(path) == "partial":
+        return
+    check_output(path, overwrite, inputs)
+
+
+def build_plan(
+    config: JobConfig, sources: list[ImageSource] | None = None, *, check: bool = True
+) -> Plan:
     """Expand the inputs, check the output and decide each input's output; open no input.
 
     ``sources`` replaces opening ``config.inputs`` (used for in-memory arrays; one array is one
-    explicit input, several get one group each).
+    explicit input, several get one group each). ``check=False`` skips checking the output
+    (``kmseg fit``, whose output is a model file).
     """
     config = config.validate()
     if sources is None:
@@ -184,7 +197,8 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
     import dataclasses
 
     config = dataclasses.replace(config, output=shared_path(config.output, config))
-    check_output(config.output, config.overwrite, paths, batch=grouped)
+    if check:
+        _check_output(config.output, config.overwrite, paths, grouped)
     names = unique_names(paths) if grouped else [unique_names(paths)[0]]
     jobs = tuple(
         InputJob(

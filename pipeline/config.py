@@ -108,6 +108,9 @@ class JobConfig:
         Apply this model file (written by ``kmseg fit``) instead of fitting each input.
     shared_model : bool
         Fit one model on all inputs pooled and apply it to each.
+    batch_inputs : int
+        Most inputs of a batch open at once (one window; default 32). Memory grows with it,
+        not with the number of inputs.
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -148,6 +151,7 @@ class JobConfig:
     label_order: str = "luminance"
     model: str | None = None
     shared_model: bool = False
+    batch_inputs: int = 32
 
     def validate(self) -> JobConfig:
         """Return ``self`` after checking every value; raise :class:`ConfigError` otherwise."""
@@ -197,6 +201,8 @@ class JobConfig:
             raise ConfigError(
                 f"label_order must be 'luminance', 'size' or 'none', got {self.label_order!r}"
             )
+        if self.batch_inputs < 1:
+            raise ConfigError("batch_inputs must be at least 1")
         if self.model and self.shared_model:
             raise ConfigError("give either model or shared_model, not both")
         if self.cluster is not None:

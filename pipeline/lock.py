@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import socket
+import time
 import uuid
 import warnings
 from dataclasses import asdict, dataclass
@@ -31,6 +32,8 @@ from pipeline.errors import KmsegWarning, OutputError
 
 #: Suffix of the lock file beside an output store.
 LOCK_SUFFIX = ".kmseg-lock"
+#: Seconds to wait for a lock holder that has not yet written who it is.
+_SETTLE_S = 2.0
 
 
 def lock_path(output: str) -> str:
@@ -167,25 +170,42 @@ class OutputLock:
                           "which is no longer running", KmsegWarning, stacklevel=3)
 
     def _acquire_local(self) -> None:
+        deadline = time.monotonic() + _SETTLE_S
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
                 raise OutputError(f"{self.output}: cannot create its lock {self.path} "
                                   f"({exc.strerror})") from None
-            if not _try_flock(fd):
-                holder = Holder.parse(_read_fd(fd))
-                os.close(fd)
-                raise self._busy(holder)
-            # The file may have been unlinked by its previous holder between our open and our
-            # flock: then we hold a lock on a file nobody else sees; try again.
             try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
+                if self._hold(fd, deadline):
+                    return
+            except BaseException:
+                # Refused, or interrupted while taking the lock: if nobody else holds it, the
+                # file is ours or stale, and is removed.
+                if _try_flock(fd):
+                    _unlink_if_same(self.path, fd)
+                os.close(fd)
+                raise
             os.close(fd)
+
+    def _hold(self, fd: int, deadline: float) -> bool:
+        """Take the lock through ``fd``; False to retry with a fresh open."""
+        if not _try_flock(fd):
+            holder = Holder.parse(_read_fd(fd))
+            if holder is None and time.monotonic() < deadline:
+                # No holder written yet: another process is between its flock and its write,
+                # or is only checking the lock (planning); both take milliseconds.
+                time.sleep(0.02)
+                return False
+            raise self._busy(holder)
+        # The file may have been unlinked by its previous holder between our open and our
+        # flock: then we hold a lock on a file nobody else sees; try again.
+        try:
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                return False
+        except FileNotFoundError:
+            return False
         previous = _read_fd(fd)
         if previous:
             self._stale(Holder.parse(previous))
@@ -194,6 +214,7 @@ class OutputLock:
         os.write(fd, self.holder.dumps())
         os.fsync(fd)
         self._fd = fd
+        return True
 
     def _acquire_url(self) -> None:
         import fsspec
@@ -219,10 +240,7 @@ class OutputLock:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
-                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-                    os.unlink(self.path)
-            except OSError:
-                pass
+                _unlink_if_same(self.path, fd)
             finally:
                 os.close(fd)  # drops the flock
         if self._fs is not None:
@@ -232,6 +250,15 @@ class OutputLock:
                     fs.rm(path)
             except (OSError, FileNotFoundError):
                 pass
+
+
+def _unlink_if_same(path: str, fd: int) -> None:
+    """Remove ``path`` if it is still the file open as ``fd``."""
+    try:
+        if os.fstat(fd).st_ino == os.stat(path).st_ino:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _read_url(path: str) -> Holder | None:

@@ -288,9 +288,9 @@ def foreign_entries(path: str) -> list[str]:
     return foreign
 
 
-def _listed(names: list[str]) -> str:
+def _listed(names: list[str], what: str = " kmseg did not write") -> str:
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-    return f"{len(names)} {'entry' if len(names) == 1 else 'entries'} kmseg did not write: {shown}"
+    return f"{len(names)} {'entry' if len(names) == 1 else 'entries'}{what}: {shown}"
 
 
 def _check_existing(path: str, overwrite: bool) -> bool:
@@ -310,8 +310,9 @@ def _check_existing(path: str, overwrite: bool) -> bool:
     status = output_status(path)
     if status is None:
         if is_zarr_store(path):
-            raise OutputError(f"{path}: already exists and is a Zarr store kmseg did not write; "
-                              "kmseg replaces only its own outputs")
+            raise OutputError(f"{path}: already exists and is a Zarr store kmseg did not write "
+                              f"({_listed(foreign_entries(path), '')}); kmseg replaces only "
+                              "its own outputs")
         raise OutputError(f"{path}: already exists, is not a Zarr store and holds "
                           f"{_listed(foreign_entries(path))}; choose another output")
     foreign = foreign_entries(path)

@@ -101,7 +101,7 @@ def current_holder(output: str) -> Holder | None:
         return holder
     try:
         fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise OutputError(f"{output}: cannot read its lock {path} ({exc.strerror})") from None

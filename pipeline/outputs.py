@@ -370,14 +370,6 @@ def _clear(path: str) -> None:
             os.unlink(entry.path)
 
 
-def remove_output(path: str) -> None:
-    """Delete an output store (a local folder, or every object under a URL)."""
-    if is_url(path):
-        _clear(path)
-    else:
-        shutil.rmtree(path)
-
-
 def create_root(path: str, overwrite: bool) -> zarr.Group:
     """Create (or, with ``overwrite``, re-create) the output group at ``path``.
 

@@ -377,3 +377,25 @@ def test_group_names_examples():
     assert output_name("/data/..") == "image"
     assert output_name("zarr.json.png") == "image_zarr.json"
     assert unique_names(["a/x.png", "b/x.png", "x_2.png", "X.png"]) == ["x", "x_2", "x_2_2", "X_3"]
+
+
+def test_url_outputs_are_locked_too():
+    import fsspec
+
+    out = "memory://kmseg-test/out.zarr"
+    fs = fsspec.filesystem("memory")
+    with OutputLock(out):
+        with pytest.raises(OutputError, match=f"being written by kmseg process {os.getpid()}"):
+            OutputLock(out).__enter__()
+        with pytest.raises(OutputError, match="being written by"):
+            check_output(out, False, [])
+    assert not fs.exists("/kmseg-test/out.zarr" + LOCK_SUFFIX)
+    dead = {"host": socket.gethostname(), "pid": 2**22 + 17, "started": "2026-01-01T00:00:00"}
+    fs.pipe_file("/kmseg-test/out.zarr" + LOCK_SUFFIX, json.dumps(dead).encode())
+    with pytest.warns(KmsegWarning, match="stale lock"), OutputLock(out):
+        pass
+    elsewhere = {**dead, "host": "another-host"}
+    fs.pipe_file("/kmseg-test/out.zarr" + LOCK_SUFFIX, json.dumps(elsewhere).encode())
+    with pytest.raises(OutputError, match="on host another-host"):
+        OutputLock(out).__enter__()
+    fs.rm("/kmseg-test/out.zarr" + LOCK_SUFFIX)

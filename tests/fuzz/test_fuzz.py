@@ -25,7 +25,7 @@ from pipeline.cli import main
 from .cases import CASES, Workspace
 
 #: Seconds a case may take before it counts as a hang.
-HANG_S = 30
+HANG_S = 20
 
 
 class Hung(BaseException):

@@ -172,6 +172,16 @@ def overlap(output: str, source: str) -> str | None:
     (p_out, out), (p_in, inp) = real_location(output), real_location(source)
     if p_out != p_in:
         return None
+    if p_out == "file" and os.path.exists(inp):
+        # Compared by identity too: case-insensitive file systems, bind mounts.
+        out_chain, in_chain = _identities(out), _identities(inp)
+        if in_chain and in_chain[0] in out_chain:
+            # The input is the output's nearest existing folder or one of its parents.
+            if os.path.exists(out) and out_chain[0] == in_chain[0]:
+                return "is"
+            return "lies inside"
+        if os.path.exists(out) and out_chain and out_chain[0] in in_chain[1:]:
+            return "contains"
     sep = "/" if p_out != "file" else os.sep
     if out == inp:
         return "is"
@@ -180,6 +190,30 @@ def overlap(output: str, source: str) -> str | None:
     if out.startswith(inp.rstrip(sep) + sep):
         return "lies inside"
     return None
+
+
+def _existing(path: str) -> str:
+    """The longest existing ancestor of a real local path (the path itself if it exists)."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _identities(path: str) -> list[tuple[int, int]]:
+    """``(device, inode)`` of the longest existing ancestor of ``path`` and of its parents."""
+    chain = []
+    current = _existing(path)
+    while True:
+        try:
+            info = os.stat(current)
+        except OSError:
+            break
+        chain.append((info.st_dev, info.st_ino))
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return chain
 
 
 def check_disjoint(output: str, inputs: list[str]) -> None:

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from pipeline.errors import KmsegWarning, OutputError
+from pipeline.paths import is_url
 
 #: Suffix of the lock file beside an output store.
 LOCK_SUFFIX = ".kmseg-lock"
@@ -39,10 +40,6 @@ _SETTLE_S = 2.0
 def lock_path(output: str) -> str:
     """The lock file (or object) of an output: ``OUTPUT.kmseg-lock`` beside it."""
     return str(output).rstrip("/") + LOCK_SUFFIX
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,7 @@ def current_holder(output: str) -> Holder | None:
         If the lock cannot be read.
     """
     path = lock_path(output)
-    if _is_url(path):
+    if is_url(path):
         holder = _read_url(path)
         if holder is None or _url_stale(holder):
             return None
@@ -149,7 +146,7 @@ class OutputLock:
         self._fs: Any = None
 
     def __enter__(self) -> OutputLock:
-        if _is_url(self.path):
+        if is_url(self.path):
             self._acquire_url()
         else:
             self._acquire_local()

@@ -31,12 +31,10 @@ import zarr
 
 from pipeline.errors import OutputError
 from pipeline.lock import current_holder, lock_path
+from pipeline.paths import is_url
+from pipeline.readers import READABLE_SUFFIXES
 
 log = logging.getLogger("kmseg")
-
-_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".nii.gz", ".tiff", ".tif", ".svs", ".zarr",
-             ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".nii", ".dcm")
-
 
 #: Names a group may not take: Zarr's own metadata files and folders.
 _RESERVED = {"zarr.json"}
@@ -52,7 +50,7 @@ def output_name(path: str) -> str:
     """
     base = re.split(r"[/\\]", str(path).rstrip("/\\"))[-1]
     lower = base.lower()
-    for suffix in _SUFFIXES:
+    for suffix in READABLE_SUFFIXES:
         if lower.endswith(suffix) and len(base) > len(suffix):
             base = base[: -len(suffix)]
             break
@@ -78,11 +76,6 @@ def unique_names(paths: list[str]) -> list[str]:
         taken.add(name.lower())
         out.append(name)
     return out
-
-
-def is_url(path: str) -> bool:
-    """True for fsspec URLs (``s3://``, ``gs://``, ``https://``...), False for local paths."""
-    return "://" in str(path) and not str(path).startswith("file://")
 
 
 def _url_fs(path: str) -> tuple[Any, str]:

@@ -110,7 +110,20 @@ def job_fingerprint(config: JobConfig) -> str:
 
 
 def run_batch(plan: Plan, executor: Executor, model: Any = None) -> BatchResults:
-    """Execute ``plan`` (see the module docstring); return the results of finished inputs."""
+    """Execute ``plan`` (see the module docstring); return the results of finished inputs.
+
+    The output's lock is held from start to end (:class:`pipeline.lock.OutputLock`), and
+    write failures (full disk, read-only) become one-line errors
+    (:func:`pipeline.outputs.writing`).
+    """
+    from pipeline.lock import OutputLock
+    from pipeline.outputs import writing
+
+    with OutputLock(plan.config.output), writing(plan.config.output):
+        return _run(plan, executor, model)
+
+
+def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     config = plan.config
     started = time.perf_counter()
     root, done = _open_root(plan)
@@ -168,6 +181,8 @@ def _root_attrs(plan: Plan, status: str) -> dict[str, Any]:
         "layout": "groups",
         "fingerprint": job_fingerprint(plan.config),
         "n_inputs": len(plan.jobs),
+        # every group the batch may write (pipeline.outputs treats others as foreign)
+        "outputs": [job.name for job in plan.jobs],
     }
 
 

@@ -166,13 +166,13 @@ def grouped_layout(items: list[str], n_paths: int) -> bool:
 
 
 def _check_output(path: str, overwrite: bool, inputs: list[str], grouped: bool) -> None:
-    """Fail early if the output may not be written; a batch that ended ``partial`` (some inputs
-    failed) may be resumed like an unfinished one (see :mod:`pipeline.batch`)."""
+    """Fail early if the output may not be written (:func:`pipeline.outputs.check_output`); a
+    batch that ended ``partial`` (some inputs failed) may be resumed like an unfinished one
+    (see :mod:`pipeline.batch`)."""
     from pipeline.outputs import output_status
 
-    if grouped and not overwrite and output_status(path) == "partial":
-        return
-    check_output(path, overwrite, inputs)
+    resumable = grouped and output_status(path) == "partial"
+    check_output(path, overwrite or resumable, inputs)
 
 
 def build_plan(

@@ -186,6 +186,26 @@ def _root_attrs(plan: Plan, status: str) -> dict[str, Any]:
     }
 
 
+def check_same_job(path: str, config: JobConfig) -> None:
+    """Refuse to resume the unfinished batch at ``path`` with another job configuration.
+
+    Raises
+    ------
+    OutputError
+        When the batch's fingerprint (:func:`job_fingerprint`) differs from ``config``'s.
+    """
+    import zarr
+
+    before = zarr.open_group(path, mode="r", zarr_format=3).attrs.get("kmseg", {})
+    if not isinstance(before, dict) or before.get("layout") != "groups":
+        return
+    if before.get("fingerprint") != job_fingerprint(config):
+        raise OutputError(
+            f"{path}: holds an unfinished batch of a different job configuration; rerun it "
+            "with the same settings to resume, or pass --overwrite to start over"
+        )
+
+
 def _open_root(plan: Plan) -> tuple[Any, set[str]]:
     """The output's root group and the inputs already finished in it (resume)."""
     import zarr
@@ -201,11 +221,7 @@ def _open_root(plan: Plan) -> tuple[Any, set[str]]:
         root = zarr.open_group(path, mode="r+", zarr_format=3)
         before = root.attrs.get("kmseg", {})
         if isinstance(before, dict) and before.get("layout") == "groups":
-            if before.get("fingerprint") != job_fingerprint(config):
-                raise OutputError(
-                    f"{path}: holds an unfinished batch of a different job configuration; "
-                    "rerun it with the same settings to resume, or pass --overwrite to start over"
-                )
+            check_same_job(path, config)
             done = set()
             for name, group in list(root.groups()):
                 meta = group.attrs.get("kmseg", {})

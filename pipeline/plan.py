@@ -165,14 +165,20 @@ def grouped_layout(items: list[str], n_paths: int) -> bool:
     return False
 
 
-def _check_output(path: str, overwrite: bool, inputs: list[str], grouped: bool) -> None:
+def _check_output(
+    path: str, overwrite: bool, inputs: list[str], grouped: bool, config: JobConfig
+) -> None:
     """Fail early if the output may not be written (:func:`pipeline.outputs.check_output`); a
     batch that ended ``partial`` (some inputs failed) may be resumed like an unfinished one
     (see :mod:`pipeline.batch`)."""
     from pipeline.outputs import output_status
 
-    resumable = grouped and output_status(path) == "partial"
-    check_output(path, overwrite or resumable, inputs)
+    status = output_status(path)
+    check_output(path, overwrite or (grouped and status == "partial"), inputs)
+    if grouped and status in ("incomplete", "partial") and not overwrite:
+        from pipeline.batch import check_same_job
+
+        check_same_job(path, config)
 
 
 def build_plan(
@@ -198,7 +204,7 @@ def build_plan(
 
     config = dataclasses.replace(config, output=shared_path(config.output, config))
     if check:
-        _check_output(config.output, config.overwrite, paths, grouped)
+        _check_output(config.output, config.overwrite, paths, grouped, config)
     names = unique_names(paths) if grouped else [unique_names(paths)[0]]
     jobs = tuple(
         InputJob(

@@ -271,9 +271,10 @@ def test_pooled_model_fitted_and_applied(tmp_path):
     data = json.loads(model_path.read_text())
     assert data["format"] == "kmseg-model" and data["k"] == 4 and data["engine"] == "exact"
     centres = np.asarray(data["centres_features"])
-    # The exact pooled objective: every pixel of every image, computed here with NumPy.
-    pixels = np.concatenate(
-        [np.asarray(Image.open(p)).reshape(-1, 3) for p in paths]).astype(np.float64) / 255
+    # The exact pooled objective: every pixel of every image, computed here with NumPy
+    # (features of 8-bit values are v / 255 in float32, exact enough at that precision).
+    pixels = np.concatenate([np.asarray(Image.open(p)).reshape(-1, 3) for p in paths])
+    pixels = (pixels.astype(np.float32) / np.float32(255)).astype(np.float64)
     d2 = ((pixels[:, None, :] - centres[None]) ** 2).sum(-1)
     assert data["provenance"]["inertia"] == pytest.approx(d2.min(1).sum(), rel=1e-9)
     assert data["provenance"]["n_pixels"] == len(pixels)
@@ -284,7 +285,7 @@ def test_pooled_model_fitted_and_applied(tmp_path):
     assert proc.returncode == 0, proc.stderr
     root = zarr.open_group(out, mode="r")
     for path in paths:
-        px = np.asarray(Image.open(path)).astype(np.float64) / 255
+        px = (np.asarray(Image.open(path)).astype(np.float32) / np.float32(255)).astype(float)
         d2 = ((px[..., None, :] - centres) ** 2).sum(-1)
         np.testing.assert_array_equal(root[f"{path.stem}/labels/clusters/0"][...],
                                       d2.argmin(-1) + 1)
@@ -318,6 +319,17 @@ def test_model_python_api(tmp_path):
     for result, image in zip(results, images, strict=True):
         assert result.mse == 0.0
         assert result.counts.sum() == image.shape[0] * image.shape[1]
+
+
+def test_small_images_get_no_dense_lookup_table():
+    """8-bit RGB keys (24 bits): a 256 x 256 image searches sorted keys instead of holding a
+    16 MiB table; from 2^20 pixels on, the dense table is used."""
+    from pipeline.engines.lookup import use_dense_table
+
+    assert not use_dense_table(24, 256 * 256)
+    assert use_dense_table(24, 1 << 20)
+    assert use_dense_table(16, 10)
+    assert not use_dense_table(32, 1 << 40)
 
 
 # -- memory ----------------------------------------------------------------------------------------

@@ -73,7 +73,8 @@ class Level:
         """The level with one bit less per channel."""
         bits = self.bits - 1
         keys = coarsen(self.keys, n_channels, self.bits, bits)
-        if n_channels * bits <= _DENSE_BITS:
+        # Dense bins only where the bin space is not much larger than the table.
+        if n_channels * bits <= _DENSE_BITS and (1 << (n_channels * bits)) <= 16 * len(keys):
             index = keys.astype(np.intp)
             size = 1 << (n_channels * bits)
             weights = np.bincount(index, weights=self.weights, minlength=size)

@@ -46,6 +46,7 @@ from pipeline.labels import (
     palette,
     recolour,
 )
+from pipeline.measure import channel_labels, class_measurements, class_value_stats
 from pipeline.outputs import check_output, create_root, unique_names
 from pipeline.readers import ImageSource
 from pipeline.readers.urls import expand_urls, open_input
@@ -169,6 +170,7 @@ class Plan:
         root.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
         tasks: list[Any] = []
         stats = []
+        measured = []
         for job in self.jobs:
             assert job.fit is not None and job.spec is not None
             group = root.require_group(job.name) if self.multi else root
@@ -190,6 +192,9 @@ class Plan:
             tasks += write_label_pyramid(
                 group, labels, spatial, levels, label_colours(_display_rgb(job.spec, centres))
             )
+            measured.append(
+                class_value_stats(job.image, labels, job.spec.channels, len(centres))
+            )
             stats.append(
                 job.fit.stats
                 if job.fit.stats is not None
@@ -197,16 +202,17 @@ class Plan:
             )
         lazy = [i for i, stat in enumerate(stats) if not isinstance(stat, np.ndarray)]
         computed = executor.compute(
-            *[stats[i] for i in lazy], *tasks, label="labelling and writing"
+            *[stats[i] for i in lazy], *measured, *tasks, label="labelling and writing"
         )
         for i, value in zip(lazy, computed, strict=False):
             stats[i] = value
+        measured = list(computed[len(lazy) : len(lazy) + len(measured)])
         write_s = time.perf_counter() - t0
         results = []
-        for job, stat in zip(self.jobs, stats, strict=True):
+        for job, stat, values in zip(self.jobs, stats, measured, strict=True):
             job.timings["label_write_s"] = write_s
             job.timings["total_s"] = time.perf_counter() - started
-            result = _result(self.config, job, stat)
+            result = _result(self.config, job, stat, values)
             group = root[job.name] if self.multi else root
             group.attrs["kmseg"] = result.metadata
             results.append(result)
@@ -240,7 +246,9 @@ def _display_rgb(spec: FeatureSpec, centres: np.ndarray) -> np.ndarray:
     return np.repeat(values[:, :1], 3, axis=1)
 
 
-def _result(config: JobConfig, job: ImageJob, stat: np.ndarray) -> SegmentationResult:
+def _result(
+    config: JobConfig, job: ImageJob, stat: np.ndarray, values: np.ndarray
+) -> SegmentationResult:
     fit = job.fit
     assert fit is not None and job.spec is not None
     counts = stat[0, 1:].astype(np.int64)
@@ -262,6 +270,13 @@ def _result(config: JobConfig, job: ImageJob, stat: np.ndarray) -> SegmentationR
         "pixels_without_data": int(stat[0, 0]),
         "centres": centres_input.tolist(),
         "centres_features": fit.centres.tolist(),
+        "classes": class_measurements(
+            values,
+            centres_input,
+            job.source.spacing,
+            job.source.unit,
+            channel_labels(job.spec.channels, job.source.channel_names),
+        ),
         "features": {
             "colour_space": job.spec.colour_space,
             "spatial_weight": job.spec.spatial_weight,

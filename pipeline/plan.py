@@ -37,7 +37,13 @@ from pipeline.engines import FitParams, FitResult, select_engine
 from pipeline.errors import InputError
 from pipeline.execution import Executor, shared_path, uses_cluster
 from pipeline.features import FeatureSpec, make_feature_spec
-from pipeline.io.ngff import SpatialMeta, label_colours, write_image_pyramid, write_label_pyramid
+from pipeline.io.ngff import (
+    SpatialMeta,
+    label_colours,
+    omero_for,
+    write_image_pyramid,
+    write_label_pyramid,
+)
 from pipeline.io.pyramid import n_levels
 from pipeline.labels import (
     NearestCentreLabeller,
@@ -187,7 +193,8 @@ class Plan:
             )
             levels = n_levels(job.source.spatial_shape, self.config.pyramid_levels)
             tasks += write_image_pyramid(
-                group, recoloured, spatial, levels, name=job.name, channel_first=True
+                group, recoloured, spatial, levels, name=job.name, channel_first=True,
+                omero=omero_for(job.source, job.spec, centres),
             )
             tasks += write_label_pyramid(
                 group, labels, spatial, levels, label_colours(_display_rgb(job.spec, centres))

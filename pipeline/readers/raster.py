@@ -115,24 +115,25 @@ def _open_png(path: str) -> ImageSource:
     width, height, depth, colour = header["IHDR"]
     n_channels = _PNG_CHANNELS[colour] + (1 if "tRNS" in header and colour in (0, 2, 3) else 0)
     shape = (height, width) + ((n_channels,) if n_channels > 1 else ())
-    spacing: tuple[float, ...] = (1.0, 1.0)
-    unit = None
+    # pHYs is the resolution to print or show the picture at (72 or 300 dpi), not the size of
+    # what a pixel saw: it is recorded, and the pixel size stays unknown (sizes in pixels).
+    extra: dict[str, Any] = {}
     if "pHYs" in header:
         ppm_x, ppm_y, phys_unit = header["pHYs"]
         if phys_unit == 1 and ppm_x > 0 and ppm_y > 0:  # pixels per meter
-            spacing, unit = (1e6 / ppm_y, 1e6 / ppm_x), "micrometer"
+            extra["print_dpi"] = [round(ppm_y * 0.0254, 2), round(ppm_x * 0.0254, 2)]
     return ImageSource(
         path=path,
         axes="yxc" if n_channels > 1 else "yx",
         reader=RasterBlockReader(
             local_path(path), shape, np.dtype(np.uint16 if depth == 16 else np.uint8), "png"
         ),
-        spacing=spacing,
-        unit=unit,
+        spacing=(1.0, 1.0),
+        unit=None,
         native_chunks=shape,
         channel_names=color_names(n_channels, rgb=colour in (2, 3, 6)),
         format="png",
-        metadata={"bit_depth": depth, "color_type": colour},
+        metadata={"bit_depth": depth, "color_type": colour, **extra},
     )
 
 

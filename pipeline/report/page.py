@@ -31,6 +31,8 @@ from pipeline.report.render import (
 GENERATOR = "kmseg report"
 #: Longest side of the pictures on the page, in pixels.
 DISPLAY_MAX = 720
+#: Pictures smaller than this are enlarged (by a whole factor) to about this size.
+DISPLAY_MIN = 360
 #: Longest side of the thumbnails of a multi-image page.
 THUMB_MAX = 120
 
@@ -43,7 +45,8 @@ header { background: #1f3447; color: #fff; padding: 18px 32px; }
 header h1 { margin: 0; font-size: 22px; font-weight: 600; }
 header p { margin: 4px 0 0; color: #c5d3e0; font-size: 13px; }
 main { max-width: 1240px; margin: 0 auto; padding: 8px 32px 48px; }
-section.image { border-top: 1px solid var(--line); margin-top: 28px; padding-top: 8px; }
+section.image { margin-top: 28px; padding-top: 8px; }
+section.image + section.image { border-top: 1px solid var(--line); }
 h2 { font-size: 20px; margin: 16px 0 4px; }
 h3 { font-size: 15px; margin: 22px 0 8px; color: var(--accent); text-transform: uppercase;
      letter-spacing: .04em; }
@@ -63,7 +66,7 @@ figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
                color: var(--muted); font-style: italic; padding: 12px; }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: right;
-         vertical-align: middle; }
+         vertical-align: middle; white-space: nowrap; }
 th { background: var(--panel); font-weight: 600; font-size: 12px; color: var(--muted);
      text-align: right; }
 th:first-child, td:first-child, td.left, th.left { text-align: left; }
@@ -152,8 +155,14 @@ def _recoloured_channels(image: ImageData, plane: Plane, channels: list[int]) ->
 
 
 def _fit(rgb: np.ndarray, plane: Plane, longest: int, smooth: bool) -> np.ndarray:
-    """Resize a picture to its physical aspect ratio with its longer side at most ``longest``."""
-    shape = physical_shape(rgb.shape[:2], plane.spacing, min(longest, max(rgb.shape[:2])))
+    """Resize a picture to its physical aspect ratio, its longer side at most ``longest``.
+
+    Small pictures are enlarged by a whole factor to about :data:`DISPLAY_MIN` pixels.
+    """
+    side = max(rgb.shape[:2])
+    if side < DISPLAY_MIN and longest > DISPLAY_MIN:
+        side *= -(-DISPLAY_MIN // side)
+    shape = physical_shape(rgb.shape[:2], plane.spacing, min(longest, side))
     if shape == rgb.shape[:2]:
         return rgb
     method = Image.Resampling.LANCZOS if smooth else Image.Resampling.NEAREST
@@ -221,10 +230,7 @@ def centre_display(image: ImageData) -> np.ndarray:
 def _per_channel(values: dict[str, Any] | None) -> str:
     if not values:
         return "–"
-    if len(values) == 1:
-        return fmt(next(iter(values.values())))
-    return " · ".join(f'<span class="small">{e(k)}</span>&nbsp;{fmt(v)}' for k, v in
-                      values.items())
+    return " · ".join(fmt(v) for v in values.values())
 
 
 def class_table(image: ImageData, colours: np.ndarray) -> str:
@@ -239,7 +245,10 @@ def class_table(image: ImageData, colours: np.ndarray) -> str:
     head = ["class", "centre", "pixels", "fraction"]
     head += [size_head] if has_size else []
     head += [extra_head] if has_extra and extra_head not in size_head else []
-    head += ["mean", "min", "max"]
+    names = list(next(iter(image.classes), {}).get("centre", {}) or {})
+    suffix = f" ({' · '.join(names)})" if len(names) > 1 else ""
+    head += [f"{s}{suffix}" for s in ("mean", "min", "max")]
+    head[1] += suffix
     rows = []
     biggest = max((r.get("fraction") or 0 for r in image.classes), default=0) or 1
     for i, record in enumerate(image.classes):
@@ -287,7 +296,7 @@ def distribution(image: ImageData, colours: np.ndarray) -> str:
     classes = np.concatenate(labels).astype(np.intp)
     if not len(pixels):
         return '<p class="small">No pixels with data in the preview.</p>'
-    names = list(next(iter(image.classes), {}).get("mean", {}).keys()) or ["value"]
+    names = list(next(iter(image.classes), {}).get("centre", {}).keys()) or ["value"]
     if image.colour:
         uri = colour_projections(
             pixels[:, channels], classes, colours, centres[:, :3], centre_display(image),

@@ -138,11 +138,13 @@ def test_volume_shows_three_orthogonal_planes(tmp_path: Path) -> None:
     assert main(["segment", str(tmp_path / "ct.nii.gz"), "-k", "3", "-o", out, "-q"]) == 0
     _, [loaded] = report_data.load_output(out)
     titles = [p.title for p in loaded.planes]
-    assert titles == ["axial (z = 5)", "coronal (y = 20)", "sagittal (x = 24)"]
+    assert titles == [
+        "axial (z = 5)", "coronal (y = 20), z upwards", "sagittal (x = 24), z upwards"
+    ]
     axial, coronal, sagittal = loaded.planes
     np.testing.assert_array_equal(axial.input, volume[5])  # the input, on the labels' grid
-    np.testing.assert_array_equal(coronal.input, volume[:, 20])
-    np.testing.assert_array_equal(sagittal.input, volume[:, :, 24])
+    np.testing.assert_array_equal(coronal.input, volume[::-1, 20])
+    np.testing.assert_array_equal(sagittal.input, volume[::-1, :, 24])
     assert coronal.spacing == (2.5, 0.8)
     page = build_report(out)
     assert "mm³" in page and "mL" in page

@@ -290,7 +290,10 @@ def image_omero(
     centres = np.asarray(centres, dtype=np.float64).reshape(len(centres), -1)
     channels = []
     for c in range(max(1, n_channels)):
-        label = channel_names[c] if c < len(channel_names) and channel_names[c] else f"c{c}"
+        if c < len(channel_names) and channel_names[c]:
+            label = channel_names[c]
+        else:
+            label = "value" if n_channels <= 1 else f"c{c}"
         entry: dict[str, Any] = {"label": label, "active": False, "color": "FFFFFF"}
         window = full
         if c in features:

@@ -194,6 +194,10 @@ def load_image(name: str, group: zarr.Group, meta: dict[str, Any]) -> ImageData:
                 _scale(key[2], factor),
             )
             inp, data.input_note = read_input_plane(source, full_key, lab.shape)
+        if isinstance(key[0], slice):  # coronal and sagittal planes: slice z upwards
+            rec, lab = rec[::-1], lab[::-1]
+            inp = None if inp is None else inp[::-1]
+            title += ", z upwards"
         data.planes.append(Plane(title, rec, lab, inp, plane_spacing))
     return data
 

@@ -47,6 +47,7 @@ header p { margin: 4px 0 0; color: #c5d3e0; font-size: 13px; }
 main { max-width: 1240px; margin: 0 auto; padding: 8px 32px 48px; }
 section.image { margin-top: 28px; padding-top: 8px; }
 section.image + section.image { border-top: 1px solid var(--line); }
+main > section.image:first-child { margin-top: 0; }
 h2 { font-size: 20px; margin: 16px 0 4px; }
 h3 { font-size: 15px; margin: 22px 0 8px; color: var(--accent); text-transform: uppercase;
      letter-spacing: .04em; }

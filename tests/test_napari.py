@@ -23,6 +23,12 @@ import zarr
 
 from pipeline import segment
 
+# napari and its plugin engine warn about their own dependencies (pydantic) when imported, and
+# about label colour dicts without a default entry, which napari-ome-zarr builds.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore:color_dict did not provide:UserWarning"
+)
+
 #: Three flat colour classes: the recoloured image holds exactly these colours.
 COLOURS = np.array([(220, 30, 30), (30, 200, 40), (20, 40, 210)], dtype=np.uint8)
 

@@ -34,9 +34,7 @@ def build_report(store: str) -> str:
     InputError
         If ``store`` is not a complete kmseg output.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)  # figures are drawn off-screen only
+    # Figures are drawn on Agg canvases directly: pyplot and its backend are never touched.
     from pipeline.report.data import load_output
     from pipeline.report.page import build_page
 

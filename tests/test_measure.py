@@ -165,3 +165,23 @@ def test_segment_records_classes(tmp_path: Path) -> None:
     assert red["mean"] == {"R": 200.0, "G": 10.0, "B": 10.0}
     assert blue["mean"]["G"] == pytest.approx(12.0)
     assert (blue["min"]["G"], blue["max"]["G"]) == (10.0, 14.0)
+
+
+def test_measurements_share_the_labelling_compute(tmp_path: Path, monkeypatch) -> None:
+    """The value statistics add no compute of their own: the job computes as often as before."""
+    from pipeline import segment
+    from pipeline.execution import Executor
+
+    labels: list[str] = []
+    original = Executor.compute
+
+    def counting(self, *collections, label="computing"):
+        labels.append(label)
+        return original(self, *collections, label=label)
+
+    monkeypatch.setattr(Executor, "compute", counting)
+    image = np.zeros((20, 30), dtype=np.uint8)
+    image[:, 10:] = 100
+    [result] = segment(image, str(tmp_path / "o.zarr"), k=2, quiet=True, chunks=[7, 11])
+    assert labels == ["summarising", "labelling and writing"]
+    assert sorted(r["pixels"] for r in result.metadata["classes"]) == [200, 400]

@@ -129,8 +129,19 @@ def block_value_stats(
         index = np.asarray(channels or (0,), dtype=np.intp)
     out = empty_value_stats(k, len(index))
     if flat_labels.size:
-        _accumulate(flat_labels, values, index, out)
+        _accumulate(flat_labels, _compiled_dtype(values), index, out)
     return out
+
+
+def _compiled_dtype(values: np.ndarray) -> np.ndarray:
+    """``values`` in a dtype the compiled kernel takes (native-endian, no bool or float16)."""
+    if values.dtype.kind == "b":
+        return values.view(np.uint8)
+    if values.dtype == np.float16:
+        return values.astype(np.float32)
+    if not values.dtype.isnative:
+        return values.astype(values.dtype.newbyteorder("="))
+    return values
 
 
 def merge_value_stats(tables: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -49,6 +49,14 @@ def test_block_stats_match_numpy(rng: np.random.Generator, dtype: type) -> None:
     np.testing.assert_array_equal(got, reference_stats(image, labels, (0, 1, 2), 3))
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bool", ">u2", ">f4"])
+def test_block_stats_of_dtypes_numba_lacks(rng: np.random.Generator, dtype: str) -> None:
+    image = rng.integers(0, 2 if dtype == "bool" else 300, size=(6, 7)).astype(dtype)
+    labels = rng.integers(0, 3, size=(6, 7)).astype(np.uint8)
+    got = block_value_stats(image, labels, (), k=2)
+    np.testing.assert_array_equal(got, reference_stats(image.astype(np.float64), labels, (), 2))
+
+
 def test_block_stats_one_channel_and_nan(rng: np.random.Generator) -> None:
     image = rng.normal(size=(5, 6)).astype(np.float32)
     labels = rng.integers(1, 3, size=(5, 6)).astype(np.uint16)

@@ -254,3 +254,18 @@ def test_page_renders_in_headless_chromium(photo_output: tuple[str, Path], tmp_p
     assert len(colours) > 200  # pictures, plots and text, not a flat page
     for colour in COLOURS:  # the recoloured stripes are on screen in their true colours
         assert (np.abs(pixels.astype(int) - colour).sum(axis=1) == 0).sum() > 500
+
+
+def test_automatic_k_curve_is_shown(photo_output: tuple[str, Path]) -> None:
+    import zarr
+
+    from pipeline.autok import choose_k
+
+    out, _ = photo_output
+    k, info = choose_k({1: 0.3, 2: 0.1, 3: 1e-4, 4: 9e-5, 5: 8e-5}, 2, 4)
+    assert k == 3  # three stripes
+    group = zarr.open_group(out, mode="r+")
+    group.attrs["kmseg"] = {**group.attrs["kmseg"], "k_auto": info}
+    page = build_report(out)
+    assert "Choice of k" in page and 'alt="k curve"' in page
+    assert "k = 3 chosen automatically" in page

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.report.data import ImageData, Plane
-from pipeline.report.plots import colour_projections, value_histogram
+from pipeline.report.plots import colour_projections, k_curve, value_histogram
 from pipeline.report.render import (
     class_colours,
     hex_colour,
@@ -323,6 +323,20 @@ def distribution(image: ImageData, colours: np.ndarray) -> str:
            f"<figcaption>{e(caption)}</figcaption></figure>"
 
 
+def k_choice(image: ImageData) -> str:
+    """The objective curve of an automatically chosen k (``kmseg.k_auto``), or nothing."""
+    auto = image.meta.get("k_auto")
+    if not isinstance(auto, dict) or not auto.get("curve"):
+        return ""
+    uri = k_curve(auto["curve"], image.k, auto.get("scores"))
+    rule = auto.get("rule", "?")
+    caption = f"k = {image.k} chosen automatically by the rule {rule} (a heuristic)."
+    return (
+        f'<h3>Choice of k</h3><figure class="plot">{_img(uri, "k curve")}'
+        f"<figcaption>{e(caption)}</figcaption></figure>"
+    )
+
+
 def facts(image: ImageData) -> str:
     """Key numbers of an image: k, engine, mse, pixels with and without data."""
     meta = image.meta
@@ -398,7 +412,7 @@ def image_section(image: ImageData, anchor: str) -> str:
         f"{source_line(image)}{facts(image)}"
         f"<h3>Images</h3>{views}"
         f"<h3>Classes</h3>{class_table(image, colours)}"
-        f"<h3>Colour distribution</h3>{distribution(image, colours)}"
+        f"<h3>Colour distribution</h3>{distribution(image, colours)}{k_choice(image)}"
         f"<h3>Run</h3>{run_details(image, notes)}</section>"
     )
 

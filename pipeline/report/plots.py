@@ -195,3 +195,41 @@ def value_histogram(
     if k <= 12:
         ax.legend(loc="upper right", fontsize=9, ncols=min(k, 6))
     return figure_uri(fig)
+
+
+def k_curve(curve: dict[str, float], chosen: int, scores: dict[str, float] | None = None) -> str:
+    """The objective curve of automatic k: mse against k (log scale), the chosen k marked.
+
+    Parameters
+    ----------
+    curve : dict of str to float
+        ``{k: mse}`` as recorded by :func:`pipeline.autok.choose_k`.
+    chosen : int
+        The k that was picked.
+    scores : dict of str to float, optional
+        The rule's score of each candidate k, drawn on a second axis.
+
+    Returns
+    -------
+    str
+        PNG data URI.
+    """
+    ks = sorted(int(k) for k in curve)
+    mse = [max(float(curve[str(k)]), 1e-300) for k in ks]
+    fig = _figure(8, 3.2)
+    ax = fig.subplots()
+    ax.plot(ks, mse, "o-", color="#2f6db5", label="mse")
+    ax.set_yscale("log")
+    ax.axvline(chosen, color="#d62728", linewidth=2, label=f"chosen k = {chosen}")
+    ax.set_xlabel("k")
+    ax.set_ylabel("mse (features)")
+    ax.set_xticks(ks)
+    ax.grid(True, alpha=0.25)
+    if scores:
+        other = ax.twinx()
+        sk = sorted(int(k) for k in scores)
+        other.bar(sk, [float(scores[str(k)]) for k in sk], color="0.6", alpha=0.35,
+                  label="score")
+        other.set_ylabel("score")
+    ax.legend(loc="upper right", fontsize=9)
+    return figure_uri(fig)

@@ -62,6 +62,7 @@ figure { margin: 0; background: var(--panel); border: 1px solid var(--line); bor
          padding: 8px; text-align: center; }
 figure img { max-width: 100%; height: auto; image-rendering: auto; }
 figure.plot img { width: 100%; }
+figure.plot.narrow img { width: auto; max-width: 100%; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
 .unavailable { display: flex; align-items: center; justify-content: center; min-height: 160px;
                color: var(--muted); font-style: italic; padding: 12px; }
@@ -332,7 +333,7 @@ def k_choice(image: ImageData) -> str:
     rule = auto.get("rule", "?")
     caption = f"k = {image.k} chosen automatically by the rule {rule} (a heuristic)."
     return (
-        f'<h3>Choice of k</h3><figure class="plot">{_img(uri, "k curve")}'
+        f'<h3>Choice of k</h3><figure class="plot narrow">{_img(uri, "k curve")}'
         f"<figcaption>{e(caption)}</figcaption></figure>"
     )
 

@@ -60,9 +60,16 @@ from pipeline.errors import ConfigError, InputError, OutputError
 from pipeline.execution import Executor, uses_cluster
 from pipeline.features import FeatureSpec, make_feature_spec, needs_data_range
 from pipeline.io.colours import label_rgb
-from pipeline.io.ngff import SpatialMeta, label_colours, write_image_pyramid, write_label_pyramid
+from pipeline.io.ngff import (
+    SpatialMeta,
+    label_colours,
+    omero_for,
+    write_image_pyramid,
+    write_label_pyramid,
+)
 from pipeline.io.pyramid import n_levels
 from pipeline.labels import NearestCentreLabeller, cluster_stats, label_image, palette, recolour
+from pipeline.measure import channel_labels, class_measurements, class_value_stats
 from pipeline.order import class_order, reorder_fit
 from pipeline.plan import BatchResults, FailedInput, InputJob, Plan, SegmentationResult
 from pipeline.readers import ImageSource
@@ -559,6 +566,7 @@ def _write(plan: Plan, window: list[Working], executor: Executor, root: Any,
     t0 = time.perf_counter()
     tasks: dict[int, list[Any]] = {}
     stats: dict[int, Any] = {}
+    measured: dict[int, Any] = {}
 
     def build(w: Working) -> None:
         group = root if w.job.group is None else root.require_group(w.job.group)
@@ -572,28 +580,28 @@ def _write(plan: Plan, window: list[Working], executor: Executor, root: Any,
         )
         levels = n_levels(w.source.spatial_shape, config.pyramid_levels)
         own = write_image_pyramid(group, recoloured, spatial, levels, name=w.job.name,
-                                  channel_first=True)
+                                  channel_first=True, omero=omero_for(w.source, w.spec, centres))
         own += write_label_pyramid(group, labels, spatial, levels,
                                    label_colours(_display_rgb(w.spec, centres)))
         tasks[id(w)] = own
+        measured[id(w)] = class_value_stats(w.image, labels, w.spec.channels, len(centres))
         stats[id(w)] = (w.fit.stats if w.fit.stats is not None
                         else cluster_stats(w.image, labels, w.spec, centres))
 
     _each([w for w in window if w.fit is not None], config, build)
     live = [w for w in _live(window) if id(w) in tasks]
-    lazy = [
-        (w, (stats[id(w)], *tasks[id(w)])) for w in live
-    ]
+    lazy = [(w, (stats[id(w)], measured[id(w)], *tasks[id(w)])) for w in live]
     computed = _compute(executor, config, [(w, dask.delayed(list)(list(v))) for w, v in lazy],
                         "labelling and writing")
     write_s = time.perf_counter() - t0
     lines = warn.recorded()[warnings_from:]
     paths = [w.job.path for w in window]
     for w, value in computed:
-        stat = value[0]
+        stat, values = value[0], value[1]
         w.timings["label_write_s"] = write_s
         w.timings["total_s"] = time.perf_counter() - w.started
-        result = _result(config, w, np.asarray(stat), warn.for_input(lines, w.job.path, paths))
+        result = _result(config, w, np.asarray(stat), np.asarray(values),
+                         warn.for_input(lines, w.job.path, paths))
         group = root if w.job.group is None else root[w.job.group]
         group.attrs["kmseg"] = result.metadata
         results[w.job.name] = result
@@ -634,7 +642,7 @@ def _display_rgb(spec: FeatureSpec, centres: np.ndarray) -> np.ndarray:
     return np.empty((len(centres), 0))
 
 
-def _result(config: JobConfig, w: Working, stat: np.ndarray,
+def _result(config: JobConfig, w: Working, stat: np.ndarray, values: np.ndarray,
             warnings: list[str]) -> SegmentationResult:
     fit = w.fit
     spec = w.spec
@@ -661,6 +669,13 @@ def _result(config: JobConfig, w: Working, stat: np.ndarray,
         "centre_values": palette(spec, fit.centres, w.source.dtype, fit.values)[1:].tolist(),
         "label_colours": label_rgb(_display_rgb(spec, fit.centres))[1],
         "centres_features": fit.centres.tolist(),
+        "classes": class_measurements(
+            values,
+            centres_input,
+            w.source.spacing,
+            w.source.unit,
+            channel_labels(spec.channels, w.source.channel_names),
+        ),
         "features": {
             "colour_space": spec.colour_space,
             "spatial_weight": spec.spatial_weight,

@@ -569,8 +569,12 @@ def _write(plan: Plan, window: list[Working], executor: Executor, root: Any,
     measured: dict[int, Any] = {}
 
     def build(w: Working) -> None:
-        group = root if w.job.group is None else root.require_group(w.job.group)
-        group.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
+        if w.job.group is None:
+            group = root
+            group.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
+        else:
+            # A group without "status": "complete" is unfinished (see _open_root).
+            group = root.create_group(w.job.group, overwrite=True)
         centres = w.fit.centres
         labels = label_image(w.image, w.spec, _labeller(w), len(centres))
         table = palette(w.spec, centres, w.source.dtype, w.fit.values)

@@ -13,9 +13,9 @@ no pixels. :meth:`Plan.execute` runs the stages, each over all inputs at once:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -134,7 +134,7 @@ class Plan:
 
     def _say(self, message: str) -> None:
         if not self.config.quiet:
-            print(f"kmseg: {message}", file=sys.stderr, flush=True)
+            logging.getLogger(__name__).info("%s", message)
 
     def _make_specs(self, executor: Executor) -> None:
         floats = [job for job in self.jobs if job.source.dtype.kind == "f"]

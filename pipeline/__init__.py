@@ -8,6 +8,8 @@ The public API (:func:`segment`, :func:`plan`, :func:`run`, :class:`JobConfig`) 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, InputError, KmsegError, OutputError
@@ -47,6 +49,23 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
+
+
+class _Package(types.ModuleType):
+    """The package module, keeping ``pipeline.plan`` the function, not the same-named module.
+
+    Importing a submodule sets it as an attribute of its package; for ``pipeline.plan`` that
+    would hide :func:`pipeline.api.plan`. The submodule stays reachable through ``sys.modules``
+    and ``from pipeline.plan import ...``, as before the API was imported lazily.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

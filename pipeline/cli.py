@@ -51,7 +51,7 @@ class _Version(argparse.Action):
 
 def _show(value: Any) -> str:
     """A default as the help shows it."""
-    if value is None or value == []:
+    if value is None or value == "" or value == []:
         return "none"
     if isinstance(value, bool):
         return str(value).lower()

@@ -300,3 +300,10 @@ def test_every_key_has_a_description_and_a_readme_row():
         assert name in documented, f"{name} is missing from the README's configuration table"
     assert documented <= set(config_fields())
     assert JobConfig.__doc__
+
+
+def test_config_pickles_for_worker_processes():
+    import pickle
+
+    config = build_config({**BASE, "cluster": "{kind: local}", "chunks": "64x64"}, environ={})
+    assert pickle.loads(pickle.dumps(config)) == config

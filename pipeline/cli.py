@@ -70,7 +70,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, positional_inputs: boo
             continue
         flag = "--" + name.replace("_", "-")
         names = [_SHORT[name], flag] if name in _SHORT else [flag]
-        text = f"{info.description} (default: {_show(default_of(name))})".replace("%", "%%")
+        described = info.description or name.replace("_", " ")
+        text = f"{described} (default: {_show(default_of(name))})".replace("%", "%%")
         if info.annotation is bool:
             group.add_argument(
                 *names, dest=name, action="store_const", const=True, default=None, help=text

@@ -167,6 +167,7 @@ class JobConfig:
     @field_validator("*", mode="before")
     @classmethod
     def _before(cls, value: Any, info: Any) -> Any:
+        """Text to values: ``none`` unsets, ``512x512`` is a list, a path or YAML a mapping."""
         name = info.field_name
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
@@ -285,6 +286,8 @@ def _as_list(name: str, value: Any) -> Any:
     if value is None:
         return None
     if name == "inputs":
+        if isinstance(value, (list, tuple)):
+            return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
         return [value] if isinstance(value, str) else value
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):

@@ -37,8 +37,10 @@ from pipeline.errors import ConfigError
 if typing.TYPE_CHECKING:
     from pipeline.readers.base import ReadOptions
 
-#: Default of ``max_pixels``: refuse inputs declaring more pixels than this (1 Ti pixels).
-DEFAULT_MAX_PIXELS = 2**40
+#: Default of ``max_pixels``: refuse inputs whose header declares more pixels (all axes but
+#: channels) than this. 10**11 (100 Gpixels) holds the largest whole-slide images (about
+#: 2 * 10**10) and 4096**3 volumes, and refuses headers that declare absurd sizes.
+DEFAULT_MAX_PIXELS = 10**11
 #: Distributed's address schemes a scheduler may be reached by.
 ADDRESS_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
 _ADDRESS = re.compile(

@@ -258,14 +258,14 @@ def test_defaults():
     assert (config.max_iter, config.tol, config.n_init) == (300, 1e-4, 10)
     assert (config.local_scheduler, config.connect_timeout, config.alpha) == ("threads", 30.0,
                                                                               "mask")
-    assert config.max_pixels == 2**40
+    assert config.max_pixels == 10**11
     assert default_of("inputs") == []
 
 
 def test_max_pixels_default_is_the_readers():
     from pipeline.readers.base import DEFAULT_MAX_PIXELS as READERS_DEFAULT
 
-    assert DEFAULT_MAX_PIXELS == READERS_DEFAULT == 2**40
+    assert DEFAULT_MAX_PIXELS == READERS_DEFAULT == 10**11
 
 
 def test_read_options():

@@ -21,6 +21,7 @@ import dask
 
 from pipeline.config import JobConfig
 from pipeline.errors import ConfigError, KmsegError
+from pipeline.paths import is_url
 from pipeline.redaction import redact_url
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ def shared_path(path: str, config: JobConfig) -> str:
     Workers of a cluster do not share the client's working folder, so relative local paths
     would point elsewhere there.
     """
-    if not uses_cluster(config) or "://" in path or not path:
+    if not uses_cluster(config) or is_url(path) or not path:
         return path
     return os.path.abspath(path)
 

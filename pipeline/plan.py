@@ -43,7 +43,13 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.execution import Executor, shared_path, uses_cluster
 from pipeline.features import FeatureSpec, make_feature_spec, needs_data_range
 from pipeline.io.colours import label_rgb
-from pipeline.io.ngff import SpatialMeta, label_colours, write_image_pyramid, write_label_pyramid
+from pipeline.io.ngff import (
+    SpatialMeta,
+    label_colours,
+    omero_for,
+    write_image_pyramid,
+    write_label_pyramid,
+)
 from pipeline.io.pyramid import n_levels
 from pipeline.labels import (
     NearestCentreLabeller,
@@ -52,7 +58,9 @@ from pipeline.labels import (
     palette,
     recolour,
 )
-from pipeline.outputs import check_output, create_root, unique_names
+from pipeline.lock import OutputLock
+from pipeline.measure import channel_labels, class_measurements, class_value_stats
+from pipeline.outputs import check_output, create_root, unique_names, writing
 from pipeline.readers import ImageSource
 from pipeline.readers.urls import expand_urls, open_input
 from pipeline.samples import resolve as resolve_sample
@@ -99,7 +107,14 @@ class Plan:
         return len(self.jobs) > 1
 
     def execute(self, executor: Executor) -> list[SegmentationResult]:
-        """Run the job and return one result per input."""
+        """Run the job and return one result per input.
+
+        The output's lock is held from start to end (:class:`pipeline.lock.OutputLock`).
+        """
+        with OutputLock(self.config.output):
+            return self._execute(executor)
+
+    def _execute(self, executor: Executor) -> list[SegmentationResult]:
         params = FitParams(
             k=self.config.k,
             random_state=self.config.random_state,
@@ -179,11 +194,18 @@ class Plan:
             job.timings["range_s"] = time.perf_counter() - t0
 
     def _write(self, executor: Executor, started: float) -> list[SegmentationResult]:
+        with writing(self.config.output):
+            return self._write_output(executor, started)
+
+    def _write_output(self, executor: Executor, started: float) -> list[SegmentationResult]:
         t0 = time.perf_counter()
         root = create_root(self.config.output, self.config.overwrite)
-        root.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
+        root.attrs["kmseg"] = {"version": __version__, "status": "incomplete"} | (
+            {"outputs": [job.name for job in self.jobs]} if self.multi else {}
+        )
         tasks: list[Any] = []
         stats = []
+        measured = []
         for job in self.jobs:
             assert job.fit is not None and job.spec is not None
             group = root.require_group(job.name) if self.multi else root
@@ -200,10 +222,14 @@ class Plan:
             )
             levels = n_levels(job.source.spatial_shape, self.config.pyramid_levels)
             tasks += write_image_pyramid(
-                group, recoloured, spatial, levels, name=job.name, channel_first=True
+                group, recoloured, spatial, levels, name=job.name, channel_first=True,
+                omero=omero_for(job.source, job.spec, centres),
             )
             tasks += write_label_pyramid(
                 group, labels, spatial, levels, label_colours(_display_rgb(job.spec, centres))
+            )
+            measured.append(
+                class_value_stats(job.image, labels, job.spec.channels, len(centres))
             )
             stats.append(
                 job.fit.stats
@@ -212,16 +238,19 @@ class Plan:
             )
         lazy = [i for i, stat in enumerate(stats) if not isinstance(stat, np.ndarray)]
         computed = executor.compute(
-            *[stats[i] for i in lazy], *tasks, label="labelling and writing"
+            *[stats[i] for i in lazy], *measured, *tasks, label="labelling and writing"
         )
         for i, value in zip(lazy, computed, strict=False):
             stats[i] = value
+        measured = list(computed[len(lazy) : len(lazy) + len(measured)])
         write_s = time.perf_counter() - t0
         results = []
-        for job, stat in zip(self.jobs, stats, strict=True):
+        for job, stat, values in zip(self.jobs, stats, measured, strict=True):
             job.timings["label_write_s"] = write_s
             job.timings["total_s"] = time.perf_counter() - started
-            result = _result(self.config, job, stat, [j.source.path for j in self.jobs])
+            result = _result(
+                self.config, job, stat, values, [j.source.path for j in self.jobs]
+            )
             group = root[job.name] if self.multi else root
             group.attrs["kmseg"] = result.metadata
             results.append(result)
@@ -282,7 +311,11 @@ def _display_rgb(spec: FeatureSpec, centres: np.ndarray) -> np.ndarray:
 
 
 def _result(
-    config: JobConfig, job: ImageJob, stat: np.ndarray, paths: list[str] | None = None
+    config: JobConfig,
+    job: ImageJob,
+    stat: np.ndarray,
+    values: np.ndarray,
+    paths: list[str] | None = None,
 ) -> SegmentationResult:
     paths = paths if paths is not None else [job.source.path]
     fit = job.fit
@@ -311,6 +344,13 @@ def _result(
         )[1:].tolist(),
         "label_colours": label_rgb(_display_rgb(job.spec, fit.centres))[1],
         "centres_features": fit.centres.tolist(),
+        "classes": class_measurements(
+            values,
+            centres_input,
+            job.source.spacing,
+            job.source.unit,
+            channel_labels(job.spec.channels, job.source.channel_names),
+        ),
         "features": {
             "colour_space": job.spec.colour_space,
             "spatial_weight": job.spec.spatial_weight,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.paths import is_url
 from pipeline.readers.orientation import AS_STORED, Orientation
 
 #: OME-NGFF space unit for each spelling found in TIFF, OME-XML, ImageJ, NIfTI and Zarr metadata.
@@ -142,7 +143,7 @@ def local_path(path: str) -> str:
 
     URLs are returned as given.
     """
-    return path if "://" in path else os.path.abspath(path)
+    return path if is_url(path) else os.path.abspath(path)
 
 
 def file_stamp(path: str) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import InputError
+from pipeline.paths import is_url
 from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.dicom import is_dicom_file, open_dicom
 from pipeline.readers.nifti import open_nifti
@@ -170,7 +171,7 @@ def reader_for(path: str) -> ReaderEntry:
     InputError
         If the path is missing, not a regular file or folder, or of no known format.
     """
-    if "://" in path:
+    if is_url(path):
         return ZARR
     mode = check_file_kind(path)
     if stat.S_ISDIR(mode):
@@ -236,7 +237,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     out: list[str] = []
     for item in inputs:
         item = os.fspath(item)
-        if "://" in item:
+        if is_url(item):
             matches = [item]
         elif glob.has_magic(item):
             matches = sorted(glob.glob(item, recursive=True))
@@ -246,7 +247,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
             check_file_kind(item)
             matches = [item]
         for match in matches:
-            if "://" not in match and stat.S_ISDIR(check_file_kind(match)):
+            if not is_url(match) and stat.S_ISDIR(check_file_kind(match)):
                 out.extend(_expand_folder(match))
             else:
                 out.append(match)

@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%s", exc, exc_info=verbose > 0)
             return 2
         except KeyboardInterrupt:
-            log.error("interrupted")
+            log.error("kmseg: interrupted")  # as a shell user expects: no "error:" prefix
             return 130
         except Exception as exc:  # a failure inside a task: still one line without -v
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

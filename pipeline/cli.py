@@ -12,16 +12,15 @@ parser is built, and the heavy modules (Dask, NumPy, Zarr) in the command that r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 import typing
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import pipeline
-from pipeline.errors import KmsegError, KmsegWarning
+from pipeline.errors import KmsegError
+from pipeline.warn import capture
 
 log = logging.getLogger("pipeline.cli")
 
@@ -286,27 +285,6 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
             logger.addHandler(_HANDLER)
 
 
-def _format_warning(
-    message: Any, category: type, filename: str, lineno: int, line: Any = None
-) -> str:
-    kind = "" if issubclass(category, KmsegWarning) else f"{category.__name__}: "
-    return f"kmseg: warning: {kind}{message}\n"
-
-
-@contextlib.contextmanager
-def _one_line_warnings(verbose: int) -> Iterator[None]:
-    """Warnings as ``kmseg: warning: ...`` lines (with their source location under -v)."""
-    if verbose:
-        yield
-        return
-    original = warnings.formatwarning
-    warnings.formatwarning = _format_warning
-    try:
-        yield
-    finally:
-        warnings.formatwarning = original
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -319,7 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     verbose = args.verbose
     setup_logging(verbose, quiet=bool(getattr(args, "quiet", False)))
-    with _one_line_warnings(verbose):
+    # Every warning, kmseg's or a library's, as one `kmseg: warning: ...` line, recorded in
+    # the output metadata of the input it names.
+    with capture(echo=True, forward=False):
         try:
             return int(args.func(args))
         except KmsegError as exc:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import (
-    DEFAULT_MAX_PIXELS,
     JobConfig,
     build_config,
     check_address,
@@ -260,12 +259,6 @@ def test_defaults():
                                                                               "mask")
     assert config.max_pixels == 10**11
     assert default_of("inputs") == []
-
-
-def test_max_pixels_default_is_the_readers():
-    from pipeline.readers.base import DEFAULT_MAX_PIXELS as READERS_DEFAULT
-
-    assert DEFAULT_MAX_PIXELS == READERS_DEFAULT == 10**11
 
 
 def test_read_options():

@@ -21,7 +21,13 @@ def plan(config: JobConfig | Mapping[str, Any]) -> Plan:
     Parameters
     ----------
     config : JobConfig or mapping
-        The job; a mapping is merged over defaults and ``KMSEG_*`` environment variables.
+        The job; a mapping's keys win over ``KMSEG_*`` environment variables, which win over
+        the defaults.
+
+    Raises
+    ------
+    ConfigError
+        A key is unknown or its value is invalid (the message names the key).
     """
     if not isinstance(config, JobConfig):
         config = build_config(dict(config))
@@ -31,6 +37,10 @@ def plan(config: JobConfig | Mapping[str, Any]) -> Plan:
 def _execute(job: Plan, model: Model | None = None) -> BatchResults:
     """Run ``job`` on its scheduler: fit a shared model first when asked, apply any model."""
     config = job.config
+    if config.model and config.shared_model:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError("give either model or shared_model, not both")
     if model is None and config.model:
         model = Model.load(config.model)
     with open_executor(config) as executor:
@@ -89,7 +99,8 @@ def segment(
     **options
         Any other :class:`~pipeline.config.JobConfig` key (``engine``, ``random_state``,
         ``sample``, ``colour_space``, ``spatial_weight``, ``chunks``, ``overwrite``,
-        ``scheduler``, ``quiet``, ``shared_model``, ``label_order``, ``on_error``, ...).
+        ``scheduler``, ``quiet``, ``shared_model``, ``label_order``, ``on_error``, ...); they
+        win over ``KMSEG_*`` environment variables.
 
     Returns
     -------

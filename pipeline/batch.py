@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -73,6 +74,8 @@ from pipeline.measure import channel_labels, class_measurements, class_value_sta
 from pipeline.order import class_order, reorder_fit
 from pipeline.plan import BatchResults, FailedInput, InputJob, Plan, SegmentationResult
 from pipeline.readers import ImageSource
+
+log = logging.getLogger("kmseg")
 
 #: Most pixels of the inputs open at once (one window); a larger input is a window of its own.
 WINDOW_PIXELS = 1 << 25
@@ -136,9 +139,8 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     root, done = _open_root(plan)
     todo = [job for job in plan.jobs if job.name not in done]
     quiet = config.quiet
-    if done:  # said even with quiet: the run does less than the command asks
-        print(f"kmseg: {len(done)} of {len(plan.jobs)} done, resuming", file=sys.stderr,
-              flush=True)
+    if done:  # a warning, shown even with quiet: the run does less than the command says
+        log.warning("%d of %d done, resuming", len(done), len(plan.jobs))
     inner = Executor(executor.client, progress=False) if plan.grouped else executor
     bar = _progress(len(plan.jobs), len(done), quiet or not plan.grouped)
     results: dict[str, SegmentationResult] = {}
@@ -340,8 +342,8 @@ def _report_failures(window: list[Working], failed: list[FailedInput], config: J
         if w.error is None or any(f.name == w.job.name for f in failed):
             continue
         failed.append(FailedInput(w.job.name, w.job.path, w.error))
-        print(f"kmseg: error: {w.error if w.job.path in w.error else w.job.path + ': ' + w.error}"
-              " (skipped; on_error: continue)", file=sys.stderr, flush=True)
+        message = w.error if w.job.path in w.error else f"{w.job.path}: {w.error}"
+        log.error("%s (skipped; on_error: continue)", message)
         if w.job.group is not None and w.job.group in root:
             del root[w.job.group]
 
@@ -483,9 +485,9 @@ def _fit(window: list[Working], config: JobConfig, executor: Executor) -> None:
     )
     summary_s = time.perf_counter() - t0
     live = [w for w in _live(window) if id(w) in summaries]
-    if not config.quiet and not _is_batch(window):
+    if not _is_batch(window):
         described = ", ".join(f"{w.job.name} ({w.engine.name})" for w in live)
-        print(f"kmseg: fitting k={config.k}: {described}", file=sys.stderr, flush=True)
+        log.info("fitting k=%d: %s", config.k, described)
 
     def fit_one(w: Working) -> None:
         t1 = time.perf_counter()

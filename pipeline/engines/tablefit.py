@@ -16,7 +16,7 @@ from pipeline.engines.keys import ValueCodec, coarsen
 from pipeline.engines.lloyd import LloydResult, kmeans_plusplus, weighted_lloyd
 
 #: Restarts run on the finest binning with at most this many occupied bins.
-RESTART_ROWS = 4096
+RESTART_ROWS = 1024
 #: Restarts per ``n_init`` at most (they are cheap on the coarse table); restarts stop early
 #: once ``n_init`` of them have reached the best objective found.
 RESTARTS_PER_INIT = 5

@@ -57,12 +57,17 @@ def test_pyramid_levels_downsample(photos, tmp_path):
     np.testing.assert_array_equal(group["labels/clusters/1"][...], labels[::2, ::2])
 
 
-def test_spacing_goes_into_scale(tmp_path):
-    from pipeline.io.ngff import SpatialMeta, _multiscale
+def test_spacing_goes_into_scale():
+    from pipeline.io.ngff import IMAGE_DOWNSAMPLING, SpatialMeta, multiscale
 
-    meta = _multiscale("x", SpatialMeta("zyx", (2.5, 0.5, 0.5), "micrometer"), 2, False)
-    assert meta["datasets"][1]["coordinateTransformations"][0]["scale"] == [2.5, 1.0, 1.0]
-    assert meta["axes"][0] == {"name": "z", "type": "space", "unit": "micrometer"}
+    spatial = SpatialMeta("zyx", (2.5, 0.5, 0.5), "micrometer")
+    meta = multiscale("x", spatial, 2, False, IMAGE_DOWNSAMPLING)
+    assert list(meta.datasets[1].coordinateTransformations[0].scale) == [2.5, 1.0, 1.0]
+    assert meta.axes[0].model_dump(exclude_none=True) == {
+        "name": "z",
+        "type": "space",
+        "unit": "micrometer",
+    }
 
 
 def test_mean_2x2_against_float_reference(rng):

@@ -18,10 +18,14 @@ from pipeline.engines.exact import ExactEngine
 from pipeline.engines.keys import AUTO_MAX_KEY_BITS, exact_obstacle
 from pipeline.engines.sample import SampleEngine
 from pipeline.engines.table import AUTO_MAX_DISTINCT
+from pipeline.config import ENGINE_NAMES
 from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
 
-ENGINES: dict[str, type] = {"exact": ExactEngine, "dask-ml": DaskMLEngine, "sample": SampleEngine}
+#: Engine classes by their ``name``; the names are :data:`pipeline.config.ENGINE_NAMES`.
+ENGINES: dict[str, type] = {
+    engine.name: engine for engine in (ExactEngine, DaskMLEngine, SampleEngine)
+}
 
 
 def select_engine(name: str, image: da.Array, spec: FeatureSpec, params: FitParams) -> Engine:
@@ -42,7 +46,7 @@ def select_engine(name: str, image: da.Array, spec: FeatureSpec, params: FitPara
         return ENGINES[name]()
     except KeyError:
         raise ConfigError(
-            f"unknown engine {name!r}; choose from auto, {', '.join(ENGINES)}"
+            f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)}"
         ) from None
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dask.array as da
 
+from pipeline.config import ENGINE_NAMES
 from pipeline.engines.base import Engine, FitParams, FitResult, TooFewValues
 from pipeline.engines.daskml import DaskMLEngine
 from pipeline.engines.exact import ExactEngine
 from pipeline.engines.keys import AUTO_MAX_KEY_BITS, exact_obstacle
 from pipeline.engines.sample import SampleEngine
 from pipeline.engines.table import AUTO_MAX_DISTINCT
-from pipeline.config import ENGINE_NAMES
 from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
 

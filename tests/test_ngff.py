@@ -77,14 +77,14 @@ def test_mean_2x2_against_float_reference(rng):
 
     for dtype in (np.uint8, np.uint16, np.int16):
         info = np.iinfo(dtype)
-        image = rng.integers(info.min, info.max, size=(37, 51, 3), endpoint=True).astype(dtype)
-        got = downsample_image(da.from_array(image, chunks=(9, 13, 3)), 2).compute()
-        expected = image[:36, :50].astype(float).reshape(18, 2, 25, 2, 3).mean(axis=(1, 3))
+        image = rng.integers(info.min, info.max, size=(3, 37, 51), endpoint=True).astype(dtype)
+        got = downsample_image(da.from_array(image, chunks=(3, 9, 13))).compute()
+        expected = image[:, :36, :50].astype(float).reshape(3, 18, 2, 25, 2).mean(axis=(2, 4))
         assert got.dtype == dtype
         assert np.abs(got - expected).max() <= 0.5
     image = rng.random((8, 6)).astype(np.float32)
     image[:2, :2] = np.nan
     image[2, 2] = np.nan
-    got = downsample_image(da.from_array(image, chunks=(3, 5)), 2).compute()
+    got = downsample_image(da.from_array(image, chunks=(3, 5))).compute()
     assert np.isnan(got[0, 0])
     np.testing.assert_allclose(got[1, 1], np.nanmean(image[2:4, 2:4]), rtol=1e-6)

@@ -258,7 +258,7 @@ def write_image_pyramid(
     level_image = image
     for level in range(n_levels):
         if level:
-            level_image = downsample_image(level_image, spatial_ndim, channel_first=with_channel)
+            level_image = downsample_image(level_image)
         chunks = level_chunks(
             tuple(c[0] for c in image.chunks[space]),
             level_image.shape[space],

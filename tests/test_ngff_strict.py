@@ -17,7 +17,9 @@ from pipeline import segment
 ngff_zarr = pytest.importorskip("ngff_zarr")
 
 
-def _check_image(group: zarr.Group, *, axes: list[str], levels: int) -> None:
+def _check_image(
+    group: zarr.Group, *, axes: list[str], levels: int, labels: tuple[str, ...] = ("clusters",)
+) -> None:
     from ome_zarr_models.v05 import Image, ImageLabel, Labels
 
     image_attrs = group.attrs.asdict()
@@ -30,7 +32,7 @@ def _check_image(group: zarr.Group, *, axes: list[str], levels: int) -> None:
     assert multiscale.metadata["method"] == "pipeline.io.pyramid.downsample_image"
 
     Labels.from_zarr(group["labels"])
-    assert group["labels"].attrs["ome"]["labels"] == ["clusters"]
+    assert group["labels"].attrs["ome"]["labels"] == list(labels)
     label_group = group["labels/clusters"]
     label_attrs = label_group.attrs.asdict()
     ngff_zarr.validate(label_attrs, version="0.5", model="label", strict=True)
@@ -92,3 +94,28 @@ def test_a_missing_type_fails_the_strict_schema(photos, tmp_path):
     del attrs["ome"]["multiscales"][0]["type"]
     with pytest.raises(jsonschema.ValidationError, match="'type' is a required property"):
         ngff_zarr.validate(attrs, version="0.5", model="image", strict=True)
+
+
+def test_a_second_label_image_is_listed_and_strict(tmp_path, rng):
+    """``write_label_pyramid(name=...)`` adds a label image (e.g. a mask) beside the clusters."""
+    import dask.array as da
+
+    from pipeline.io.ngff import SpatialMeta, write_image_pyramid, write_label_pyramid
+
+    root = zarr.open_group(str(tmp_path / "two.zarr"), mode="w")
+    spatial = SpatialMeta("yx", (1.0, 1.0))
+    image = da.from_array(rng.integers(0, 255, size=(3, 256, 200), dtype=np.uint8))
+    labels = da.from_array(rng.integers(0, 3, size=(256, 200), dtype=np.uint8))
+    tasks = write_image_pyramid(root, image, spatial, 2, name="two")
+    colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}, {"label-value": 1, "rgba": [9, 9, 9, 255]}]
+    tasks += write_label_pyramid(root, labels, spatial, 2, colours)
+    mask = (labels > 0).astype(np.uint8)
+    with pytest.raises(TypeError, match="integers"):
+        write_label_pyramid(root, labels > 0, spatial, 2, colours, name="mask")
+    tasks += write_label_pyramid(root, mask, spatial, 2, colours, name="mask")
+    da.compute(*tasks)
+    _check_image(zarr.open_group(str(tmp_path / "two.zarr"), mode="r"), axes=["c", "y", "x"],
+                 levels=2, labels=("clusters", "mask"))
+    mask_attrs = root["labels/mask"].attrs.asdict()
+    ngff_zarr.validate(mask_attrs, version="0.5", model="label", strict=True)
+    np.testing.assert_array_equal(root["labels/mask/1"][...], mask.compute()[::2, ::2])

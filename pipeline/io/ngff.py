@@ -294,8 +294,13 @@ def write_label_pyramid(
     spatial: SpatialMeta,
     n_levels: int,
     colours: Sequence[Color | dict[str, Any]],
+    *,
+    name: str = LABEL_NAME,
 ) -> list[Any]:
-    """Create ``labels/clusters`` in ``image_group`` and return lazy store tasks.
+    """Create ``labels/<name>`` in ``image_group`` and return lazy store tasks.
+
+    Each call adds its label image to the ``labels`` group's list, so one image may carry
+    several (the clusters, a mask); all share the image's levels and chunks.
 
     Parameters
     ----------
@@ -309,15 +314,25 @@ def write_label_pyramid(
         Pyramid levels, the image's number.
     colours : sequence of Color or dict
         ``image-label`` colours (see :func:`label_colours`).
+    name : str
+        Name of the label image (default ``clusters``).
 
     Returns
     -------
     list
         Lazy ``dask.array.store`` results, one per level.
+
+    Raises
+    ------
+    TypeError
+        If ``labels`` is not of an integer dtype (NGFF label images are integers).
     """
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"label images hold integers, not {labels.dtype}")
     labels_group = image_group.require_group("labels")
-    labels_group.attrs["ome"] = _attrs(LabelsAttrs(version=NGFF_VERSION, labels=[LABEL_NAME]))
-    group = labels_group.require_group(LABEL_NAME)
+    listed = [n for n in labels_group.attrs.get("ome", {}).get("labels", []) if n != name]
+    labels_group.attrs["ome"] = _attrs(LabelsAttrs(version=NGFF_VERSION, labels=[*listed, name]))
+    group = labels_group.require_group(name)
     tasks = []
     level_labels = labels
     full_chunks = tuple(c[0] for c in labels.chunks)
@@ -342,7 +357,7 @@ def write_label_pyramid(
             source=Source(image="../../"),
         ),
         multiscales=[
-            multiscale(LABEL_NAME, spatial, n_levels, False, LABEL_DOWNSAMPLING)
+            multiscale(name, spatial, n_levels, False, LABEL_DOWNSAMPLING)
         ],
     )
     # The label omero is a plain dict: its channel has no window, which the Omero model

@@ -2,7 +2,9 @@
 
 ``auto`` picks the exact engine (weighted distinct values; proven optimum for one feature) for
 integer images whose features depend only on the value and whose values pack into keys of at
-most :data:`~pipeline.engines.keys.AUTO_MAX_KEY_BITS` bits, and dask-ml otherwise.
+most :data:`~pipeline.engines.keys.AUTO_MAX_KEY_BITS` bits; the binned engine (fine binning of
+the features, exact pass over the pixels) for other images whose features depend only on the
+value (floats, 16-bit colour, many channels, wide integers); dask-ml otherwise.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dask.array as da
 
 from pipeline.engines.base import Engine, FitParams, FitResult
+from pipeline.engines.binned import BinnedEngine, binned_obstacle
 from pipeline.engines.daskml import DaskMLEngine
 from pipeline.engines.exact import ExactEngine
 from pipeline.engines.keys import AUTO_MAX_KEY_BITS, exact_obstacle
@@ -17,7 +20,9 @@ from pipeline.engines.sample import SampleEngine
 from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
 
-ENGINES: dict[str, type] = {"exact": ExactEngine, "dask-ml": DaskMLEngine, "sample": SampleEngine}
+ENGINES: dict[str, type] = {
+    "exact": ExactEngine, "binned": BinnedEngine, "dask-ml": DaskMLEngine, "sample": SampleEngine,
+}
 
 
 def select_engine(name: str, image: da.Array, spec: FeatureSpec, params: FitParams) -> Engine:
@@ -29,11 +34,17 @@ def select_engine(name: str, image: da.Array, spec: FeatureSpec, params: FitPara
     if name == "auto":
         if exact_obstacle(spec, AUTO_MAX_KEY_BITS) is None:
             return ExactEngine()
+        if binned_obstacle(spec) is None:
+            return BinnedEngine()
         return DaskMLEngine()
     if name == "exact":
         obstacle = exact_obstacle(spec)
         if obstacle:
             raise ConfigError(f"engine 'exact' does not apply to this image: {obstacle}")
+    if name == "binned":
+        obstacle = binned_obstacle(spec)
+        if obstacle:
+            raise ConfigError(f"engine 'binned' does not apply to this image: {obstacle}")
     try:
         return ENGINES[name]()
     except KeyError:

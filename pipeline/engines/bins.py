@@ -8,7 +8,7 @@ the K-Means objective is then exact::
 
 with ``m`` the bin's mean; so a weighted fit on the bin means optimises the objective of bin-whole
 assignments, off by the constant total within-bin sum of squares. Sums are kept in fixed point
-(integers, :data:`FRAC_BITS` bits per bin width, relative to the bin's corner), so tables merge
+(integers, :data:`FRAC_BITS` bits per bin width, relative to the bin's corner; squares too), so tables merge
 by integer addition and the result does not depend on the chunking or the merge order.
 
 Tables are built per block with a compiled hash table and merged in a tree of small tasks, like
@@ -32,9 +32,9 @@ from pipeline.features import FeatureSpec
 #: Fixed-point bits of the in-bin offsets (1/2^24 of a bin width; sums hold 2^39 pixels).
 FRAC_BITS = 24
 #: Grid cells at most (bits per feature times features); bounds a block's table.
-MAX_GRID_BITS = 24
+MAX_GRID_BITS = 21
 #: Bits per feature of one-feature grids (the 1-D optimum is computed on them).
-BITS_1D = 20
+BITS_1D = 18
 #: Tables merged by one task of the reduction tree.
 SPLIT_EVERY = 8
 
@@ -83,7 +83,7 @@ def feature_box(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def grid_for(spec: FeatureSpec) -> BinGrid:
-    """The grid used for ``spec``: 2^20 bins for one feature, 2^24 cells otherwise."""
+    """The grid used for ``spec``: 2^18 bins for one feature, at most 2^21 cells otherwise."""
     d = spec.n_value_features
     bits = BITS_1D if d == 1 else max(1, MAX_GRID_BITS // d)
     low, high = feature_box(spec)
@@ -104,8 +104,9 @@ class BinTable:
     sums : ndarray of int64, shape (n, d)
         Sum over the bin's pixels of their offset from the bin's corner, in units of
         ``width / 2**FRAC_BITS``.
-    sumsq : ndarray of float64, shape (n,)
-        Sum over the bin's pixels of the squared distance to the bin's corner (feature units).
+    sumsq : ndarray of int64, shape (n, d)
+        Sum over the bin's pixels of their squared offset from the bin's corner, in units of
+        ``width**2 / 2**FRAC_BITS``.
     seconds : float
         Time spent building and merging, summed over tasks.
     """
@@ -130,90 +131,92 @@ class BinTable:
 
     def within_ss(self, grid: BinGrid) -> np.ndarray:
         """Sum of squared distances of each bin's pixels to the bin's mean (float64)."""
-        offset = self.sums * (np.asarray(grid.width) / float(1 << FRAC_BITS))
-        return np.maximum(self.sumsq - (offset**2).sum(axis=1) / self.counts, 0.0)
+        one = float(1 << FRAC_BITS)
+        within = self.sumsq / one - (self.sums / one) ** 2 / self.counts[:, None]
+        return np.maximum(within, 0.0) @ (np.asarray(grid.width) ** 2)
+
+
+# A table row: key + 1 (0: empty slot), count, d fixed-point offset sums, d fixed-point sums
+# of squared offsets. One int64 row per bin keeps a pixel's update in one cache line.
 
 
 @numba.njit(nogil=True, cache=True)
-def _grow(slot_key, counts, sums, sumsq):  # pragma: no cover - compiled
-    # The same entries in a table twice the size.
-    capacity = 2 * len(slot_key)
+def _slot(key, mask):  # pragma: no cover - compiled
+    return np.int64((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & mask
+
+
+@numba.njit(nogil=True, cache=True)
+def _rehash(table, capacity):  # pragma: no cover - compiled
+    out = np.zeros((capacity, table.shape[1]), dtype=np.int64)
     mask = capacity - 1
-    new_key = np.zeros(capacity, dtype=np.uint64)
-    new_counts = np.zeros(capacity, dtype=np.int64)
-    new_sums = np.zeros((capacity, sums.shape[1]), dtype=np.int64)
-    new_sumsq = np.zeros(capacity, dtype=np.float64)
-    for s in range(len(slot_key)):
-        if slot_key[s] != 0:
-            h = ((slot_key[s] - np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
-            t = np.int64(h) & mask
-            while new_key[t] != 0:
+    for s in range(table.shape[0]):
+        if table[s, 0] != 0:
+            t = _slot(np.uint64(table[s, 0] - 1), mask)
+            while out[t, 0] != 0:
                 t = (t + 1) & mask
-            new_key[t] = slot_key[s]
-            new_counts[t] = counts[s]
-            new_sums[t] = sums[s]
-            new_sumsq[t] = sumsq[s]
-    return new_key, new_counts, new_sums, new_sumsq
+            out[t] = table[s]
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
-def _bin_features(feats, valid, low, inv_width, width, bits):  # pragma: no cover - compiled
-    # Open-addressing hash table of the bins (grown when half full), then its entries.
+def _bin_key(feats, i, low, inv_width, bits, top, r):  # pragma: no cover - compiled
+    key = np.uint64(0)
+    for f in range(feats.shape[1]):
+        t = (np.float64(feats[i, f]) - low[f]) * inv_width[f]
+        b = np.floor(t)
+        if b < 0.0:
+            b = 0.0
+        elif b > top:
+            b = np.float64(top)
+        r[f] = t - b
+        key = (key << np.uint64(bits)) | np.uint64(b)
+    return key
+
+
+@numba.njit(nogil=True, cache=True)
+def _hash_pixels(feats, valid, low, inv_width, bits, table, used, start):  # pragma: no cover
+    # Add pixels from ``start`` until the table is half full; return where it stopped.
     n, d = feats.shape
     top = (1 << bits) - 1
     one = float(1 << 24)  # FRAC_BITS
-    capacity = 1 << 12
-    slot_key = np.zeros(capacity, dtype=np.uint64)  # key + 1; 0 marks an empty slot
-    counts = np.zeros(capacity, dtype=np.int64)
-    sums = np.zeros((capacity, d), dtype=np.int64)
-    sumsq = np.zeros(capacity, dtype=np.float64)
-    used = 0
-    r = np.empty(d, dtype=np.float64)
+    mask = table.shape[0] - 1
+    limit = table.shape[0] // 2
+    r = np.empty(d)
+    for i in range(start, n):
+        if not valid[i]:
+            continue
+        key = _bin_key(feats, i, low, inv_width, bits, top, r)
+        stored = np.int64(key) + 1
+        s = _slot(key, mask)
+        while table[s, 0] != stored and table[s, 0] != 0:
+            s = (s + 1) & mask
+        if table[s, 0] == 0:
+            table[s, 0] = stored
+            used += 1
+        table[s, 1] += 1
+        for f in range(d):
+            table[s, 2 + f] += np.int64(r[f] * one + 0.5)
+            table[s, 2 + d + f] += np.int64(r[f] * r[f] * one + 0.5)
+        if used >= limit:
+            return i + 1, used
+    return n, used
+
+
+@numba.njit(nogil=True, cache=True)
+def _dense_pixels(feats, valid, low, inv_width, bits, table):  # pragma: no cover - compiled
+    # One row per grid cell, indexed by key (small grids).
+    n, d = feats.shape
+    top = (1 << bits) - 1
+    one = float(1 << 24)  # FRAC_BITS
+    r = np.empty(d)
     for i in range(n):
         if not valid[i]:
             continue
-        key = np.uint64(0)
+        s = np.int64(_bin_key(feats, i, low, inv_width, bits, top, r))
+        table[s, 1] += 1
         for f in range(d):
-            t = (np.float64(feats[i, f]) - low[f]) * inv_width[f]
-            b = np.int64(np.floor(t))
-            if b < 0:
-                b = 0
-            elif b > top:
-                b = top
-            r[f] = t - b
-            key = (key << np.uint64(bits)) | np.uint64(b)
-        mask = capacity - 1
-        h = (key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
-        s = np.int64(h) & mask
-        stored = key + np.uint64(1)
-        while slot_key[s] != stored and slot_key[s] != 0:
-            s = (s + 1) & mask
-        if slot_key[s] == 0:
-            slot_key[s] = stored
-            used += 1
-        counts[s] += 1
-        ss = 0.0
-        for f in range(d):
-            sums[s, f] += np.int64(np.rint(r[f] * one))
-            o = r[f] * width[f]
-            ss += o * o
-        sumsq[s] += ss
-        if 2 * used > capacity:
-            slot_key, counts, sums, sumsq = _grow(slot_key, counts, sums, sumsq)
-            capacity = len(slot_key)
-    keys = np.empty(used, dtype=np.uint64)
-    out_counts = np.empty(used, dtype=np.int64)
-    out_sums = np.empty((used, d), dtype=np.int64)
-    out_sumsq = np.empty(used, dtype=np.float64)
-    j = 0
-    for s in range(capacity):
-        if slot_key[s] != 0:
-            keys[j] = slot_key[s] - np.uint64(1)
-            out_counts[j] = counts[s]
-            out_sums[j] = sums[s]
-            out_sumsq[j] = sumsq[s]
-            j += 1
-    return keys, out_counts, out_sums, out_sumsq
+            table[s, 2 + f] += np.int64(r[f] * one + 0.5)
+            table[s, 2 + d + f] += np.int64(r[f] * r[f] * one + 0.5)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -223,38 +226,63 @@ def _merge_bins(k1, c1, s1, q1, k2, c2, s2, q2):  # pragma: no cover - compiled
     keys = np.empty(n, dtype=np.uint64)
     counts = np.empty(n, dtype=np.int64)
     sums = np.empty((n, d), dtype=np.int64)
-    sumsq = np.empty(n, dtype=np.float64)
+    sumsq = np.empty((n, d), dtype=np.int64)
     i = j = m = 0
     while i < len(k1) or j < len(k2):
         if j >= len(k2) or (i < len(k1) and k1[i] < k2[j]):
-            keys[m], counts[m], sumsq[m] = k1[i], c1[i], q1[i]
+            keys[m], counts[m] = k1[i], c1[i]
             sums[m] = s1[i]
+            sumsq[m] = q1[i]
             i += 1
         elif i >= len(k1) or k2[j] < k1[i]:
-            keys[m], counts[m], sumsq[m] = k2[j], c2[j], q2[j]
+            keys[m], counts[m] = k2[j], c2[j]
             sums[m] = s2[j]
+            sumsq[m] = q2[j]
             j += 1
         else:
-            keys[m], counts[m], sumsq[m] = k1[i], c1[i] + c2[j], q1[i] + q2[j]
+            keys[m], counts[m] = k1[i], c1[i] + c2[j]
             sums[m] = s1[i] + s2[j]
+            sumsq[m] = q1[i] + q2[j]
             i += 1
             j += 1
         m += 1
     return keys[:m].copy(), counts[:m].copy(), sums[:m].copy(), sumsq[:m].copy()
 
 
+#: Grids of at most this many cells are binned into a dense table when the block has at least
+#: a quarter as many pixels (no hashing, neighbouring values hit neighbouring rows).
+DENSE_CELLS = 1 << 20
+
+
 def bin_features(feats: np.ndarray, valid: np.ndarray, grid: BinGrid) -> BinTable:
     """Table of the rows of ``feats`` (``(n, d)`` float32) where ``valid`` is True."""
     start = time.perf_counter()
-    feats = np.ascontiguousarray(feats[:, : grid.n_features])
-    width = np.asarray(grid.width, dtype=np.float64)
-    keys, counts, sums, sumsq = _bin_features(
-        feats, np.ascontiguousarray(valid), np.asarray(grid.low, dtype=np.float64),
-        1.0 / width, width, grid.bits,
-    )
-    order = np.argsort(keys, kind="stable")
-    return BinTable(keys[order], counts[order], sums[order], sumsq[order],
-                    time.perf_counter() - start)
+    d = grid.n_features
+    feats = np.ascontiguousarray(feats[:, :d])
+    valid = np.ascontiguousarray(valid)
+    low = np.asarray(grid.low, dtype=np.float64)
+    inv_width = 1.0 / np.asarray(grid.width, dtype=np.float64)
+    cells = 1 << (grid.bits * d)
+    if cells <= DENSE_CELLS and 4 * len(feats) >= cells:
+        table = np.zeros((cells, 2 + 2 * d), dtype=np.int64)
+        _dense_pixels(feats, valid, low, inv_width, grid.bits, table)
+        rows = np.flatnonzero(table[:, 1])
+        table = table[rows]
+        keys = rows.astype(np.uint64)
+    else:
+        table = np.zeros((1 << 12, 2 + 2 * d), dtype=np.int64)
+        used, done = 0, 0
+        while done < len(feats):
+            done, used = _hash_pixels(feats, valid, low, inv_width, grid.bits, table, used, done)
+            if 2 * used >= len(table):
+                table = _rehash(table, 2 * len(table))
+        table = table[table[:, 0] != 0]
+        keys = (table[:, 0] - 1).astype(np.uint64)
+        order = np.argsort(keys, kind="stable")
+        keys, table = keys[order], table[order]
+    return BinTable(keys, np.ascontiguousarray(table[:, 1]),
+                    np.ascontiguousarray(table[:, 2 : 2 + d]),
+                    np.ascontiguousarray(table[:, 2 + d :]), time.perf_counter() - start)
 
 
 def block_bins(block: np.ndarray, spec: FeatureSpec, grid: BinGrid, origin) -> BinTable:

@@ -7,9 +7,10 @@ the K-Means objective is then exact::
     sum_{x in bin} ||x - c||^2 = W ||m - c||^2 + SSW,   SSW = sum_{x in bin} ||x - m||^2,
 
 with ``m`` the bin's mean; so a weighted fit on the bin means optimises the objective of bin-whole
-assignments, off by the constant total within-bin sum of squares. Sums are kept in fixed point
-(integers, :data:`FRAC_BITS` bits per bin width, relative to the bin's corner; squares too), so tables merge
-by integer addition and the result does not depend on the chunking or the merge order.
+assignments, off by the constant total within-bin sum of squares. Sums and sums of squares are
+kept in fixed point (integers, :data:`FRAC_BITS` bits per bin width, relative to the bin's
+corner), so tables merge by integer addition and the result does not depend on the chunking or
+the merge order.
 
 Tables are built per block with a compiled hash table and merged in a tree of small tasks, like
 :mod:`pipeline.engines.table`.

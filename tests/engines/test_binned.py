@@ -133,7 +133,7 @@ def test_mse_matches_scikit_learn(name, k):
     assert result.engine == "binned"
     mse = pixel_objective(image, spec, result.centres)
     assert mse <= sklearn_objective(image, spec, k) * 1.001
-    # The pass before the last refinement measured the objective exactly; Lloyd never raises it.
+    # The first pass measured the objective exactly; Lloyd steps never raise it.
     assert mse <= result.info["objective_before_refine"] * (1 + 1e-9)
 
 
@@ -251,3 +251,19 @@ def test_end_to_end_metadata(tmp_path):
                                        rel=1e-5)
     info = result.metadata["engine_info"]
     assert info["n_bins"] > 0 and info["grid_bits_per_feature"] == grid_for(spec).bits
+
+
+def test_stats_are_those_of_the_returned_centres():
+    from pipeline.labels import nearest_centre
+
+    image = _photo16(56, channels=4).astype(np.float32)
+    image[3:9, 5:20, 2] = np.nan
+    spec = _spec(image, True)
+    result = run_engine(BinnedEngine(), image, spec, FitParams(k=5), (20, 23, 4))
+    feats, valid = spec.block_features(image)
+    index, dist = nearest_centre(feats[valid], result.centres)
+    np.testing.assert_array_equal(result.stats[0, 1:], np.bincount(index, minlength=5))
+    np.testing.assert_allclose(result.stats[1, 1:], np.bincount(index, dist, minlength=5),
+                               rtol=1e-6)
+    assert result.stats[0, 0] == 6 * 15
+    assert len(result.info["pixel_passes"]) >= 1

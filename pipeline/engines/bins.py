@@ -183,17 +183,21 @@ def _hash_pixels(feats, valid, low, inv_width, bits, table, used, start):  # pra
     mask = table.shape[0] - 1
     limit = table.shape[0] // 2
     r = np.empty(d)
+    last = np.int64(0)
+    s = np.int64(0)
     for i in range(start, n):
         if not valid[i]:
             continue
         key = _bin_key(feats, i, low, inv_width, bits, top, r)
         stored = np.int64(key) + 1
-        s = _slot(key, mask)
-        while table[s, 0] != stored and table[s, 0] != 0:
-            s = (s + 1) & mask
-        if table[s, 0] == 0:
-            table[s, 0] = stored
-            used += 1
+        if stored != last:  # neighbouring pixels often share a bin: no probing then
+            s = _slot(key, mask)
+            while table[s, 0] != stored and table[s, 0] != 0:
+                s = (s + 1) & mask
+            if table[s, 0] == 0:
+                table[s, 0] = stored
+                used += 1
+            last = stored
         table[s, 1] += 1
         for f in range(d):
             table[s, 2 + f] += np.int64(r[f] * one + 0.5)

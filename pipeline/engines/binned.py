@@ -60,7 +60,7 @@ LEVEL_GROWTH = 4
 #: Passes over the pixels stop when the next Lloyd step is guaranteed to gain less than this
 #: fraction of the objective (or after ``MAX_PASSES``).
 REFINE_RTOL = 1e-5
-MAX_PASSES = 4
+MAX_PASSES = 10
 
 #: Most value features the engine bins (beyond, grids are too coarse to help).
 MAX_FEATURES = 16
@@ -187,6 +187,8 @@ class BinnedEngine:
         ss_total = ssw_grid + float(w @ (Xc * Xc).sum(axis=1))
         info: dict = {
             "grid_bits_per_feature": grid.bits,
+            "grid_low": list(grid.low),
+            "grid_bin_width": list(grid.width),
             "n_bins": len(summary),
             "n_pixels": n_pixels,
             "within_bin_mse": ssw_grid / n_pixels,

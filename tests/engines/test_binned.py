@@ -36,6 +36,18 @@ def _photo16(size: int = 96, channels: int = 3, seed: int = 0) -> np.ndarray:
     return np.clip(np.rint(image), 0, 65535).astype(np.uint16)
 
 
+def _multichannel(n_channels: int, size: int = 120, seed: int = 0) -> np.ndarray:
+    """Five smooth regions with a random uint16 level per channel, with noise."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    field = gaussian_filter(rng.normal(size=(size, size)), 6)
+    regions = np.digitize(field, np.quantile(field, [0.2, 0.4, 0.6, 0.8]))
+    levels = rng.uniform(5000, 60000, (5, n_channels))
+    image = levels[regions] + rng.normal(0, 2500, (size, size, n_channels))
+    return np.clip(np.rint(image), 0, 65535).astype(np.uint16)
+
+
 def _float_volume(shape=(24, 40, 36), seed: int = 0) -> np.ndarray:
     """Four tissue-like levels in smooth regions, with noise (float32)."""
     from scipy.ndimage import gaussian_filter
@@ -112,14 +124,16 @@ def test_bin_summary_does_not_depend_on_chunking():
 
 @pytest.mark.parametrize(
     ("name", "k"),
-    [("rgb16", 8), ("rgb16", 4), ("uint16x4", 6), ("float2d", 5), ("float3d", 4),
-     ("float2d-1ch", 3)],
+    [("rgb16", 8), ("rgb16", 4), ("uint16x4", 6), ("uint16x8", 6), ("float2d", 5),
+     ("float3d", 4), ("float2d-1ch", 3)],
 )
 def test_mse_matches_scikit_learn(name, k):
     if name == "rgb16":
         image, channels, chunks = _photo16(96), True, (40, 50, 3)
     elif name == "uint16x4":
         image, channels, chunks = _photo16(80, channels=4), True, (33, 80, 4)
+    elif name == "uint16x8":  # a coarse grid (2 bits per channel): the pixel passes refine
+        image, channels, chunks = _multichannel(8), True, (50, 60, 8)
     elif name == "float2d":
         image = _photo16(80).astype(np.float32) / 7.0 - 1000.0
         channels, chunks = True, (80, 30, 3)

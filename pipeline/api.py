@@ -11,6 +11,7 @@ from pipeline.config import JobConfig, build_config
 from pipeline.execution import open_executor
 from pipeline.plan import Plan, SegmentationResult, build_plan
 from pipeline.readers import ImageSource, from_array
+from pipeline.warn import capture
 
 
 def plan(config: JobConfig | Mapping[str, Any]) -> Plan:
@@ -27,10 +28,15 @@ def plan(config: JobConfig | Mapping[str, Any]) -> Plan:
 
 
 def run(config: JobConfig | Mapping[str, Any]) -> list[SegmentationResult]:
-    """Plan and execute a job on the configured scheduler; return one result per input."""
-    job = plan(config)
-    with open_executor(job.config) as executor:
-        return job.execute(executor)
+    """Plan and execute a job on the configured scheduler; return one result per input.
+
+    Warnings raised while opening and processing the inputs are recorded in each output's
+    metadata (``"warnings"``) and passed on as usual (see :func:`pipeline.warn.capture`).
+    """
+    with capture(forward=True):
+        job = plan(config)
+        with open_executor(job.config) as executor:
+            return job.execute(executor)
 
 
 def segment(
@@ -76,6 +82,7 @@ def segment(
     sources: list[ImageSource] | None = (
         [from_array(a, name=n) for a, n in zip(arrays, names, strict=True)] if arrays else None
     )
-    job = build_plan(config, sources)
-    with open_executor(job.config) as executor:
-        return job.execute(executor)
+    with capture(forward=True):
+        job = build_plan(config, sources)
+        with open_executor(job.config) as executor:
+            return job.execute(executor)

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from pipeline.blocks import block_origins, spatial_block_keys
-from pipeline.features import FeatureSpec
+from pipeline.features import FeatureSpec, dtype_range
 
 #: Rows per batch in nearest-centre search, bounding the (rows, k) distance matrix.
 _BATCH_ROWS = 1 << 18
@@ -80,16 +80,40 @@ def label_image(image: da.Array, spec: FeatureSpec, labeller, k: int) -> da.Arra
     )
 
 
-def palette(spec: FeatureSpec, centres: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Colours for labels 0..k in the input's dtype: row 0 (no data) is NaN or 0."""
+def palette(
+    spec: FeatureSpec,
+    centres: np.ndarray,
+    dtype: np.dtype,
+    values: np.ndarray | None = None,
+) -> np.ndarray:
+    """Colours for labels 0..k in the input's dtype: row 0 (no data) is NaN or 0.
+
+    Parameters
+    ----------
+    spec : FeatureSpec
+    centres : ndarray, shape (k, n_features)
+        Centres in feature units.
+    dtype : dtype
+        The input's dtype.
+    values : ndarray or None
+        Exact centres in input units and dtype (:attr:`FitResult.values`), used as they are;
+        otherwise the centres are converted (rounded and clipped for integer dtypes).
+
+    Returns
+    -------
+    ndarray, shape (k + 1, n_value_features), ``dtype``
+    """
     dtype = np.dtype(dtype)
-    values = spec.to_input_units(centres)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        values = np.clip(np.rint(values), info.min, info.max)
-    table = np.zeros((len(centres) + 1, values.shape[1]), dtype=np.float64)
+    if values is not None:
+        table = np.zeros((len(centres) + 1, values.shape[1]), dtype=dtype)
+        table[1:] = values
+        return table
+    converted = spec.to_input_units(centres)
+    if dtype.kind in "iub":
+        converted = np.clip(np.rint(converted), *dtype_range(dtype))
+    table = np.zeros((len(centres) + 1, converted.shape[1]), dtype=np.float64)
     table[0] = np.nan if dtype.kind == "f" else 0
-    table[1:] = values
+    table[1:] = converted
     return table.astype(dtype)
 
 
@@ -99,7 +123,7 @@ def _recolour_block_channels_first(
     spatial_ndim = len(spec.spatial_shape)
     if block.ndim == spatial_ndim:  # no channel axis
         return np.take(table[:, 0], labels)
-    out = np.empty((block.shape[-1], *labels.shape), dtype=block.dtype)
+    out = np.empty((block.shape[-1], *labels.shape), dtype=table.dtype)
     if spec.channels:
         columns = dict(zip(spec.channels, range(table.shape[1]), strict=False))
     else:
@@ -138,6 +162,10 @@ def recolour(labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.nda
     transposing.
     """
     spatial_ndim = len(spec.spatial_shape)
+    # One canonical dtype object: tifffile's 64-bit arrays are ``ulonglong``/``longlong``,
+    # equal to uint64/int64 in NumPy but unknown to Zarr's data-type registry.
+    dtype = np.dtype(image.dtype.str)
+    table = table.astype(dtype)
     spatial = "".join(chr(ord("a") + i) for i in range(spatial_ndim))
     if image.ndim == spatial_ndim:
         out_ind, image_ind = spatial, spatial
@@ -152,8 +180,8 @@ def recolour(labels: da.Array, image: da.Array, spec: FeatureSpec, table: np.nda
         spatial,
         table=table,
         spec=spec,
-        dtype=image.dtype,
-        meta=np.empty((0,) * image.ndim, image.dtype),
+        dtype=dtype,
+        meta=np.empty((0,) * image.ndim, dtype),
         name="recolour-cf-" + dask.base.tokenize(image.name, labels.name, table, spec),
     )
 
@@ -168,7 +196,7 @@ def _block_stats(
     feats, valid = spec.block_features(block, origin)
     flat = labels.reshape(-1).astype(np.intp)
     k = len(centres)
-    ext = np.vstack([np.zeros((1, centres.shape[1])), centres]).astype(np.float32)
+    ext = np.vstack([np.zeros((1, centres.shape[1])), centres]).astype(feats.dtype)
     diff = feats - ext[flat]
     sq = np.einsum("ij,ij->i", diff, diff)
     sq[~valid] = 0

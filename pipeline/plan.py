@@ -3,7 +3,8 @@
 :func:`build_plan` opens every input's metadata, checks the output and chooses chunks; it reads
 no pixels. :meth:`Plan.execute` runs the stages, each over all inputs at once:
 
-1. data ranges of floating-point inputs (one compute, only when there are any);
+1. data ranges of floating-point and wider-than-16-bit integer inputs over their pixels with
+   data (one compute, only when there are any);
 2. engine summaries (one compute);
 3. fits (iterative engines run side by side);
 4. labels, recoloured pyramid, label pyramid and per-cluster statistics (one compute);
@@ -12,19 +13,23 @@ no pixels. :meth:`Plan.execute` runs the stages, each over all inputs at once:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 
-from pipeline import __version__
+from pipeline import __version__, warn
+from pipeline.blocks import spatial_block_keys
 from pipeline.chunking import (
     CLUSTER_CHUNK_BYTES,
     choose_chunks,
@@ -33,10 +38,11 @@ from pipeline.chunking import (
     parallel_chunk_bytes,
 )
 from pipeline.config import JobConfig
-from pipeline.engines import FitParams, FitResult, select_engine
-from pipeline.errors import InputError
+from pipeline.engines import FitParams, FitResult, TooFewValues, select_engine
+from pipeline.errors import ConfigError, InputError
 from pipeline.execution import Executor, shared_path, uses_cluster
-from pipeline.features import FeatureSpec, make_feature_spec
+from pipeline.features import FeatureSpec, make_feature_spec, needs_data_range
+from pipeline.io.colours import label_rgb
 from pipeline.io.ngff import SpatialMeta, label_colours, write_image_pyramid, write_label_pyramid
 from pipeline.io.pyramid import n_levels
 from pipeline.labels import (
@@ -104,10 +110,10 @@ class Plan:
         )
         started = time.perf_counter()
         self._make_specs(executor)
-        engines = {
-            job.name: select_engine(self.config.engine, job.image, job.spec, params)
-            for job in self.jobs
-        }
+        engines = {}
+        for job in self.jobs:
+            with _naming(job):
+                engines[job.name] = select_engine(self.config.engine, job.image, job.spec, params)
         t0 = time.perf_counter()
         lazy = {
             job.name: engines[job.name].summarise(job.image, job.spec, params) for job in self.jobs
@@ -119,7 +125,8 @@ class Plan:
         summary_s = time.perf_counter() - t0
 
         def fit(job: ImageJob) -> FitResult:
-            return engines[job.name].fit(lazy[job.name], job.image, job.spec, params)
+            with _naming(job):
+                return engines[job.name].fit(lazy[job.name], job.image, job.spec, params)
 
         t0 = time.perf_counter()
         described = ", ".join(f"{j.name} ({engines[j.name].name})" for j in self.jobs)
@@ -137,31 +144,39 @@ class Plan:
             print(f"kmseg: {message}", file=sys.stderr, flush=True)
 
     def _make_specs(self, executor: Executor) -> None:
-        floats = [job for job in self.jobs if job.source.dtype.kind == "f"]
-        ranges: dict[str, tuple[float, float]] = {}
-        if floats:
-            t0 = time.perf_counter()
-            lazy = []
-            for job in floats:
-                values = _feature_channels(job)
-                lazy += [da.nanmin(values), da.nanmax(values)]
-            values = executor.compute(*lazy, label="finding data ranges")
-            for i, job in enumerate(floats):
-                low, high = float(values[2 * i]), float(values[2 * i + 1])
-                if not (np.isfinite(low) and np.isfinite(high)):
-                    raise InputError(job.source.path, "the image holds no finite values")
-                ranges[job.name] = (low, high)
-                job.timings["range_s"] = time.perf_counter() - t0
+        """Feature specs of every input; data ranges (floats, integers wider than 16 bits) of
+        all inputs that need one in one compute, over pixels with data only."""
         for job in self.jobs:
-            job.spec = make_feature_spec(
-                job.source.dtype,
-                job.source.n_channels,
-                job.source.spatial_shape,
-                has_alpha=job.source.has_alpha,
-                data_range=ranges.get(job.name),
-                colour_space=self.config.colour_space,  # type: ignore[arg-type]
-                spatial_weight=self.config.spatial_weight,
-            )
+            source = job.source
+            with _naming(job):
+                job.spec = make_feature_spec(
+                    source.dtype,
+                    source.n_channels,
+                    source.spatial_shape,
+                    has_alpha=source.has_alpha,
+                    # placeholder until the data's range is known (no-data rules need none)
+                    data_range=(0, 1) if needs_data_range(source.dtype) else None,
+                    colour_space=self.config.colour_space,  # type: ignore[arg-type]
+                    spatial_weight=self.config.spatial_weight,
+                    alpha=self.config.alpha,  # type: ignore[arg-type]
+                    no_data=source.no_data,
+                    valid_range=(
+                        tuple(self.config.valid_range) if self.config.valid_range else None
+                    ),
+                )
+        ranged = [job for job in self.jobs if needs_data_range(job.source.dtype)]
+        if not ranged:
+            return
+        t0 = time.perf_counter()
+        lazy = [_data_range(job.image, job.spec) for job in ranged]
+        values = executor.compute(*lazy, label="finding data ranges")
+        for job, found in zip(ranged, values, strict=True):
+            assert job.spec is not None
+            if found is None:
+                rules = "; ".join(job.spec.no_data_rules) or "no pixels"
+                raise InputError(job.source.path, f"no pixel has data (no data: {rules})")
+            job.spec = job.spec.with_range(*found)
+            job.timings["range_s"] = time.perf_counter() - t0
 
     def _write(self, executor: Executor, started: float) -> list[SegmentationResult]:
         t0 = time.perf_counter()
@@ -176,7 +191,7 @@ class Plan:
             centres = job.fit.centres
             labeller = job.fit.labeller or NearestCentreLabeller(job.spec, centres)
             labels = label_image(job.image, job.spec, labeller, len(centres))
-            table = palette(job.spec, centres, job.source.dtype)
+            table = palette(job.spec, centres, job.source.dtype, job.fit.values)
             recoloured = recolour(labels, job.image, job.spec, table)
             spatial = SpatialMeta(
                 axes=job.source.axes.replace("c", ""),
@@ -206,7 +221,7 @@ class Plan:
         for job, stat in zip(self.jobs, stats, strict=True):
             job.timings["label_write_s"] = write_s
             job.timings["total_s"] = time.perf_counter() - started
-            result = _result(self.config, job, stat)
+            result = _result(self.config, job, stat, [j.source.path for j in self.jobs])
             group = root[job.name] if self.multi else root
             group.attrs["kmseg"] = result.metadata
             results.append(result)
@@ -223,24 +238,53 @@ class Plan:
         return results
 
 
-def _feature_channels(job: ImageJob) -> da.Array:
-    if job.source.axes.endswith("c"):
-        n = job.source.n_channels - (1 if job.source.has_alpha else 0)
-        return job.image[..., :n]
-    return job.image
+@contextlib.contextmanager
+def _naming(job: ImageJob) -> Iterator[None]:
+    """Re-raise errors of engines and feature specs, which know no path, naming the input."""
+    try:
+        yield
+    except (TooFewValues, ConfigError) as exc:
+        raise InputError(job.source.path, str(exc)) from None
+
+
+def _block_range(block: np.ndarray, spec: FeatureSpec) -> tuple[float, float] | None:
+    return spec.value_range(block)
+
+
+def _merge_ranges(*ranges: tuple[float, float] | None) -> tuple[float, float] | None:
+    found = [r for r in ranges if r is not None]
+    if not found:
+        return None
+    return min(r[0] for r in found), max(r[1] for r in found)
+
+
+def _data_range(image: da.Array, spec: FeatureSpec, split_every: int = 16):
+    """Lazy ``(min, max)`` of the feature values of the pixels with data (``None``: none),
+    exact Python ints for integers."""
+    spatial_ndim = len(spec.spatial_shape)
+    block = dask.delayed(_block_range, pure=True)
+    merge = dask.delayed(_merge_ranges, pure=True)
+    parts = [block(b, spec) for b in spatial_block_keys(image, spatial_ndim)]
+    while len(parts) > 1:
+        parts = [merge(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
+    return parts[0]
 
 
 def _display_rgb(spec: FeatureSpec, centres: np.ndarray) -> np.ndarray:
-    """Centre colours in [0, 1] for display (grey for one channel, first three otherwise)."""
+    """Centre colours in [0, 1] for display, ``(k, 3)``; ``(k, 0)`` when the features are not
+    a colour (one channel, or a number of channels other than RGB / RGBA)."""
     if spec.colour_space == "lab":
         return np.clip(spec.to_input_units(centres) - spec.low, 0, None) / spec.scale
-    values = np.clip(centres[:, : spec.n_value_features], 0, 1)
-    if values.shape[1] >= 3:
-        return values[:, :3]
-    return np.repeat(values[:, :1], 3, axis=1)
+    n = spec.n_value_features
+    if n == 3 or (n == 4 and spec.alpha is None and spec.channels == (0, 1, 2, 3)):
+        return np.clip(centres[:, :3], 0, 1)
+    return np.empty((len(centres), 0))
 
 
-def _result(config: JobConfig, job: ImageJob, stat: np.ndarray) -> SegmentationResult:
+def _result(
+    config: JobConfig, job: ImageJob, stat: np.ndarray, paths: list[str] | None = None
+) -> SegmentationResult:
+    paths = paths if paths is not None else [job.source.path]
     fit = job.fit
     assert fit is not None and job.spec is not None
     counts = stat[0, 1:].astype(np.int64)
@@ -260,7 +304,12 @@ def _result(config: JobConfig, job: ImageJob, stat: np.ndarray) -> SegmentationR
         "inertia": inertia,
         "pixels_per_cluster": counts.tolist(),
         "pixels_without_data": int(stat[0, 0]),
+        "no_data_rules": list(job.spec.no_data_rules),
         "centres": centres_input.tolist(),
+        "centre_values": palette(
+            job.spec, fit.centres, job.source.dtype, fit.values
+        )[1:].tolist(),
+        "label_colours": label_rgb(_display_rgb(job.spec, fit.centres))[1],
         "centres_features": fit.centres.tolist(),
         "features": {
             "colour_space": job.spec.colour_space,
@@ -273,6 +322,7 @@ def _result(config: JobConfig, job: ImageJob, stat: np.ndarray) -> SegmentationR
         "chunks": [list(c[:1]) for c in job.image.chunks],
         "timings": {k: round(v, 4) for k, v in job.timings.items()},
         "config": config.to_dict(),
+        "warnings": warn.for_input(warn.recorded(), job.source.path, paths),
     }
     return SegmentationResult(
         name=job.name,

@@ -32,8 +32,10 @@ def _sample_block(
 
 def _assemble(parts: list[tuple[np.ndarray, np.ndarray]], n_features: int) -> np.ndarray:
     """Rows in global raster order, so the sample is the same for any chunking."""
-    index = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
-    rows = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, n_features), np.float32)
+    if not parts:
+        return np.empty((0, n_features), np.float64)
+    index = np.concatenate([p[0] for p in parts])
+    rows = np.concatenate([p[1] for p in parts])
     return rows[np.argsort(index, kind="stable")]
 
 
@@ -56,4 +58,4 @@ def sample_features(image: da.Array, spec: FeatureSpec, n: int, random_state: in
         local = tuple(c[inside] - o for c, o in zip(chosen, origin, strict=True))
         parts.append(sample(block, spec, origin, local, indices[inside]))
     rows = dask.delayed(_assemble, pure=True)(parts, spec.n_features)
-    return da.from_delayed(rows, shape=(np.nan, spec.n_features), dtype=np.float32)
+    return da.from_delayed(rows, shape=(np.nan, spec.n_features), dtype=spec.feature_dtype)

@@ -46,9 +46,11 @@ def test_small_unsplittable_images_are_one_chunk():
     assert choose_chunks((400, 600), 1, 3, 2**20, native=(400, 600)) == (400, 600)
 
 
-@given(memory=st.integers(2**20, 2**40), tasks=st.integers(1, 64))
-def test_chunk_bytes_for_memory_is_bounded(memory, tasks):
-    assert MIN_CHUNK_BYTES <= chunk_bytes_for_memory(memory, tasks) <= MAX_CHUNK_BYTES
+def test_chunk_bytes_for_memory_known_values():
+    # A quarter of the memory, shared by the tasks, each needing TASK_MEMORY_FACTOR chunks.
+    assert chunk_bytes_for_memory(6 * 2**30, 2) == 32 * 2**20
+    assert chunk_bytes_for_memory(2**30, 8) == MIN_CHUNK_BYTES  # 1.3 MiB raised to the floor
+    assert chunk_bytes_for_memory(2**40, 1) == MAX_CHUNK_BYTES  # 10.7 GiB capped
 
 
 def test_level_chunks_halve_in_y_and_x_only():

@@ -149,3 +149,148 @@ def test_ct_config_on_a_dicom_series(tmp_path, rng):
     assert meta["input"]["spacing"] == pytest.approx([2.5, 0.7, 0.7])
     centres = sorted(c[0] for c in meta["centres"])
     assert centres == pytest.approx([-1000, 40, 1200], abs=5)
+
+
+# --- Issue 7: no data, dtypes, errors that name their input, label colours -----------------
+
+
+def _run(path: Path, out: Path, *args: str) -> int:
+    return main(["segment", str(path), "-o", str(out), "-q", *args])
+
+
+def test_rgba_png_transparent_background_is_no_data(tmp_path):
+    """Item 3: alpha 0 is no data; the three opaque colours are the three clusters."""
+    from PIL import Image
+
+    rgba = np.zeros((40, 60, 4), dtype=np.uint8)  # fully transparent black background
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    for i, colour in enumerate(colours):
+        rgba[5:35, 5 + 18 * i : 20 + 18 * i] = (*colour, 255)
+    path = tmp_path / "shapes.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    out = tmp_path / "out.zarr"
+    assert _run(path, out, "-k", "3") == 0
+    labels, recoloured, meta = read_output(str(out))
+    opaque = rgba[..., 3] > 0
+    assert (labels[~opaque] == 0).all()
+    assert meta["pixels_without_data"] == int((~opaque).sum())
+    assert "alpha = 0" in meta["no_data_rules"]
+    for colour in colours:
+        where = (rgba[..., :3] == colour).all(-1) & opaque
+        assert len(np.unique(labels[where])) == 1 and labels[where][0] > 0
+    assert sorted(meta["pixels_per_cluster"]) == [30 * 15] * 3
+    assert meta["mse"] == pytest.approx(0, abs=1e-20)
+    np.testing.assert_array_equal(recoloured[opaque], rgba[opaque])
+    np.testing.assert_array_equal(recoloured[..., 3], rgba[..., 3])
+
+
+def test_rgba_alpha_as_a_channel(tmp_path):
+    from PIL import Image
+
+    rgba = np.zeros((20, 30, 4), dtype=np.uint8)
+    rgba[:, 15:] = (90, 90, 90, 255)
+    path = tmp_path / "two.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    out = tmp_path / "out.zarr"
+    assert _run(path, out, "-k", "2", "--alpha", "channel") == 0
+    labels, _, meta = read_output(str(out))
+    assert meta["pixels_without_data"] == 0 and meta["features"]["channels"] == [0, 1, 2, 3]
+    assert len(set(np.unique(labels[:, :15])) | set(np.unique(labels[:, 15:]))) == 2
+
+
+def test_float_tiff_with_infinities_counts_them_as_no_data(tmp_path, rng):
+    """Item 4: ±inf are no data like NaN, not 'no finite values'."""
+    import tifffile
+
+    image = rng.normal(100, 5, (48, 64)).astype(np.float32)
+    image[:, 32:] += 300
+    image[3, 4], image[40, 50] = np.inf, -np.inf
+    path = tmp_path / "inf.tif"
+    tifffile.imwrite(path, image)
+    out = tmp_path / "out.zarr"
+    assert _run(path, out, "-k", "2") == 0
+    labels, recoloured, meta = read_output(str(out))
+    assert meta["pixels_without_data"] == 2
+    assert labels[3, 4] == 0 and labels[40, 50] == 0
+    assert (labels[np.isfinite(image)] > 0).all()
+    assert np.isnan(recoloured[3, 4]) and np.isnan(recoloured[40, 50])
+    finite = image[np.isfinite(image)]
+    assert meta["features"]["scaled_from"] == pytest.approx([finite.min(), finite.max()])
+
+
+def test_float_image_with_fewer_values_than_k_is_refused(tmp_path, capsys):
+    """Item 5: the same one-line error as integer images, naming the file."""
+    image = np.repeat(np.array([0.5, 1.5, 7.25], dtype=np.float32), 100).reshape(15, 20)
+    path = tmp_path / "three.npy"
+    np.save(path, image)
+    assert _run(path, tmp_path / "out.zarr", "-k", "4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"kmseg: error: {path}: k=4 is larger than the 3 distinct value(s) in the image"]
+    assert not (tmp_path / "out.zarr").exists() or "complete" not in str(
+        zarr.open_group(str(tmp_path / "out.zarr")).attrs.get("kmseg", {}).get("status")
+    )
+
+
+def test_uniform_png_error_names_the_file(tmp_path, capsys):
+    """Item 6: every error line names its input."""
+    from PIL import Image
+
+    path = tmp_path / "uniform.png"
+    Image.fromarray(np.full((10, 12), 77, dtype=np.uint8)).save(path)
+    assert _run(path, tmp_path / "out.zarr", "-k", "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"kmseg: error: {path}: k=2 is larger than the 1 distinct value(s) in the image"
+
+
+def test_ct_label_colours_are_distinct(tmp_path):
+    """Item 7: int16 CT, k=5: label colours visibly distinct; recoloured keeps the centres."""
+    import tifffile
+
+    from pipeline.io.colours import MIN_DELTA_E, min_delta_e
+
+    hu = np.array([-1000, -100, 0, 50, 700], dtype=np.int16)
+    image = np.repeat(hu, 120).reshape(20, 30)
+    path = tmp_path / "ct.tif"
+    tifffile.imwrite(path, image)
+    out = tmp_path / "out.zarr"
+    assert _run(path, out, "-k", "5") == 0
+    _, recoloured, meta = read_output(str(out))
+    np.testing.assert_array_equal(recoloured, image)
+    colours = zarr.open_group(str(out), mode="r")["labels/clusters"].attrs["ome"]["image-label"]
+    rgb = np.array([c["rgba"][:3] for c in colours["colors"] if c["label-value"] > 0])
+    assert len(rgb) == 5 and len({tuple(c) for c in rgb}) == 5
+    assert min_delta_e(rgb / 255.0) >= MIN_DELTA_E
+    assert meta["label_colours"] == "palette"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "suffix"),
+    [(np.int32, ".tif"), (np.uint32, ".tif"), (np.int64, ".npy"), (np.uint64, ".tif"),
+     (np.int64, ".tif"), (np.uint64, ".npy")],
+)
+def test_wide_integers_keep_exact_values(tmp_path, dtype, suffix):
+    """Item 10: 32- and 64-bit integers: recoloured equals the input's distinct values."""
+    import tifffile
+
+    info = np.iinfo(dtype)
+    # 0 and 50 and 51 apart; the extremes beyond 2^53 for 64-bit types
+    top = int(info.max) - 3 if info.max > 2**53 else int(info.max)
+    low = int(info.min) + 1 if info.min < 0 else 0
+    values = np.array([low, 50, 51, 10**6, top], dtype=dtype)
+    rng = np.random.default_rng(5)
+    image = values[rng.integers(0, 5, (24, 30))]
+    image[0, :5] = values
+    path = tmp_path / f"wide{suffix}"
+    if suffix == ".npy":
+        np.save(path, image)
+    else:
+        tifffile.imwrite(path, image)
+    out = tmp_path / "out.zarr"
+    assert _run(path, out, "-k", "5") == 0
+    labels, recoloured, meta = read_output(str(out))
+    assert recoloured.dtype == dtype
+    np.testing.assert_array_equal(recoloured, image)
+    assert meta["engine"] == "exact" and meta["mse"] == pytest.approx(0, abs=1e-20)
+    assert sorted(meta["centre_values"]) == sorted([[int(v)] for v in values])
+    # 0 and 50 (and 50 and 51) are different clusters
+    assert len(np.unique(labels)) == 5

@@ -63,3 +63,59 @@ def test_lab_round_trip_and_pickle(rng):
 def test_lab_needs_rgb():
     with pytest.raises(ConfigError):
         make_feature_spec(np.uint8, 1, (4, 4), colour_space="lab")
+
+
+# --- The no-data rule and wide integers ---------------------------------------------------
+
+
+def test_non_finite_values_are_no_data():
+    block = np.array([[1.0, np.inf], [-np.inf, np.nan], [2.0, 3.0]], dtype=np.float32)
+    spec = make_feature_spec(np.float32, 1, (3, 2), data_range=(1.0, 3.0))
+    feats, valid = spec.block_features(block)
+    assert valid.tolist() == [True, False, False, False, True, True]
+    np.testing.assert_allclose(feats[:, 0], [0, 0, 0, 0, 0.5, 1.0])
+
+
+def test_alpha_zero_is_no_data_in_mask_mode_and_a_feature_in_channel_mode():
+    block = np.array([[[10, 20, 30, 0], [10, 20, 30, 255], [1, 2, 3, 7]]], dtype=np.uint8)
+    mask = make_feature_spec(np.uint8, 4, (1, 3), has_alpha=True)
+    assert mask.channels == (0, 1, 2) and mask.alpha == 3
+    assert mask.valid_mask(block).tolist() == [False, True, True]
+    channel = make_feature_spec(np.uint8, 4, (1, 3), has_alpha=True, alpha="channel")
+    assert channel.channels == (0, 1, 2, 3) and channel.valid_mask(block) is None
+    feats, valid = channel.block_features(block)
+    assert valid.all() and feats.shape == (3, 4)
+    np.testing.assert_allclose(feats[0], [10 / 255, 20 / 255, 30 / 255, 0], rtol=1e-6)
+
+
+def test_no_data_intervals_and_valid_range():
+    block = np.array([[-3024, -2000, -1000, 0, 3000, 4000]], dtype=np.int16)
+    spec = make_feature_spec(np.int16, 1, (1, 6), no_data=[(-3024, -2000)],
+                             valid_range=(-1024, 3071))
+    assert spec.valid_mask(block).tolist() == [False, False, True, True, True, False]
+    assert len(spec.no_data_rules) == 2
+    assert spec.value_range(block) == (-1000, 3000)
+
+
+def test_images_without_rules_compute_no_mask():
+    spec = make_feature_spec(np.uint8, 3, (2, 2))
+    assert spec.no_data_rules == () and spec.valid_mask(np.zeros((2, 2, 3), np.uint8)) is None
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64, np.uint64])
+def test_wide_integers_are_float64_features_of_the_data_range(dtype):
+    info = np.iinfo(dtype)
+    low = int(info.min) + 1
+    values = np.array([low, low + 50, low + 51, int(info.max)], dtype=dtype)
+    spec = make_feature_spec(dtype, 1, (1, 4), data_range=(low, int(info.max)))
+    feats, _ = spec.block_features(values.reshape(1, 4))
+    assert feats.dtype == np.float64
+    span = int(info.max) - low
+    np.testing.assert_array_equal(feats[:, 0], [0.0, 50 / span, 51 / span, 1.0])
+    assert feats[1, 0] != feats[2, 0]
+
+
+def test_feature_dtype():
+    assert make_feature_spec(np.uint16, 1, (2, 2)).feature_dtype == np.float32
+    assert make_feature_spec(np.float64, 1, (2, 2), data_range=(0, 1)).feature_dtype == np.float64
+    assert make_feature_spec(np.int32, 1, (2, 2)).feature_dtype == np.float64

@@ -83,3 +83,26 @@ def test_label_dtype_grows_past_255(rng):
     labels = label_image(image, spec, NearestCentreLabeller(spec, centres), 300)
     assert labels.dtype == np.uint16
     assert labels.compute().max() <= 300
+
+
+def test_palette_uses_exact_values():
+    spec = make_feature_spec(np.int64, 1, (2, 2), data_range=(0, 2**62))
+    values = np.array([[2**62 - 1], [3]], dtype=np.int64)
+    table = palette(spec, np.array([[1.0], [0.0]]), np.int64, values)
+    assert table.dtype == np.int64 and table[1:, 0].tolist() == [2**62 - 1, 3] and table[0, 0] == 0
+
+
+def test_label_colours_distinct_for_every_k():
+    from pipeline.io.colours import MIN_DELTA_E, label_rgb, min_delta_e, qualitative_palette
+
+    for k in (2, 5, 10, 20, 21, 64, 256):
+        rgb, source = label_rgb(np.full((k, 1), 0.5)[:, :0])
+        assert source == "palette" and rgb.shape == (k, 3)
+        assert min_delta_e(rgb / 255.0) >= MIN_DELTA_E
+    assert len({tuple(c) for c in qualitative_palette(65535)}) == 65535
+    # Distinct centre colours are kept; two close ones fall back to the palette.
+    centres = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.9]])
+    rgb, source = label_rgb(centres)
+    assert source == "centres" and rgb.tolist() == np.rint(centres * 255).tolist()
+    close = np.array([[0.5, 0.5, 0.5], [0.51, 0.5, 0.5], [0.1, 0.1, 0.9]])
+    assert label_rgb(close)[1] == "palette"

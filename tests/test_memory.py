@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import zarr
 
 #: 1 GiB of uint8 pixels.
@@ -27,6 +28,7 @@ def _make_image(path: str) -> None:
     del image
 
 
+@pytest.mark.slow
 def test_peak_memory_below_image_size(tmp_path):
     source = str(tmp_path / "big.npy")
     _make_image(source)

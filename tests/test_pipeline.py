@@ -133,3 +133,130 @@ def test_lab_and_spatial_features_end_to_end(photos, tmp_path):
     # of the image share few labels.
     left, right = set(np.unique(labels[:, :100])), set(np.unique(labels[:, -100:]))
     assert left != right
+
+
+# --- No data and dtypes (issue 7) ---------------------------------------------------------
+
+DTYPES = ["bool", "int8", "uint8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+          "float16", "float32", "float64"]
+
+
+def _levels_image(dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    """Three noisy levels spread over the dtype (two levels for bool)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return rng.random((30, 40)) > 0.3
+    if dtype.kind == "f":
+        levels = np.array([-2.0, 1.0, 5.0])
+        noise = rng.normal(0, 0.2, (30, 40))
+    else:
+        info = np.iinfo(dtype)
+        span = min(int(info.max) - int(info.min), 2**40)
+        base = int(info.min) + span // 10
+        levels = np.array([base, base + span // 3, base + 2 * (span // 3)], dtype=np.float64)
+        noise = rng.integers(-3, 4, (30, 40))
+    which = rng.integers(0, 3, (30, 40))
+    if dtype.kind == "f":
+        return (levels[which] + noise).astype(dtype)
+    return (levels[which].astype(np.int64).astype(object) + noise.astype(object)).astype(dtype)
+
+
+def _true_features(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Features computed here from the fixture: dtype range up to 16 bits, else data range."""
+    values = image[valid].astype(np.float64) if image.dtype != np.bool_ else image[valid] * 1.0
+    if image.dtype.kind == "f" or image.dtype.itemsize > 2:
+        exact = image[valid].astype(object) if image.dtype.kind in "iu" else values
+        low, high = min(exact), max(exact)
+        return (np.array([float(v - low) for v in exact]) / float(high - low))[:, None]
+    low, high = (0, 1) if image.dtype == np.bool_ else (np.iinfo(image.dtype).min,
+                                                        np.iinfo(image.dtype).max)
+    return ((values - low) / (high - low))[:, None]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_dtype_matches_scikit_learn_on_pixels_with_data(dtype, tmp_path, rng):
+    image = _levels_image(np.dtype(dtype), rng)
+    k = 2 if dtype == "bool" else 3
+    valid = np.ones(image.shape, dtype=bool)
+    if np.dtype(dtype).kind == "f":
+        image[2, 3], image[4, 5], image[6, 7] = np.nan, np.inf, -np.inf
+        valid[2, 3] = valid[4, 5] = valid[6, 7] = False
+    [result] = segment(image, str(tmp_path / "out.zarr"), k=k, quiet=True, chunks=[13, 17])
+    labels, recoloured, meta = read_output(str(tmp_path / "out.zarr"))
+    assert recoloured.dtype == image.dtype
+    assert result.no_data == int((~valid).sum()) == meta["pixels_without_data"]
+    assert (labels[~valid] == 0).all() and (labels[valid] > 0).all()
+    features = _true_features(image, valid)
+    assert result.mse <= sklearn_mse(features, k) * 1.001 + 1e-12
+    assert result.mse == pytest.approx(
+        mse_of(features, result.centres_features), rel=1e-3, abs=1e-12
+    )
+    if np.dtype(dtype).kind in "iub":
+        assert result.engine == "exact"
+
+
+def test_dicom_like_padding_is_no_data(tmp_path, rng):
+    """Item 8 (the no-data half): padding is label 0 and out of the fit; the four tissues are
+    the four clusters (before, the padding took a cluster and water merged with soft tissue)."""
+    from pipeline.execution import open_executor
+    from pipeline.readers.memory import from_array
+
+    tissues = np.array([-1000, -100, 0, 60])
+    volume = tissues[rng.integers(0, 4, (6, 30, 30))] + rng.integers(-2, 3, (6, 30, 30))
+    volume[:, :, :6] = -3024  # outside the field of view
+    volume = volume.astype(np.int16)
+    source = from_array(volume, name="ct", no_data=[(-3024, -3024)])
+    config = build_config({"inputs": ["ct"], "output": str(tmp_path / "ct.zarr"), "k": 4,
+                           "quiet": True, "chunks": [3, 16, 16]})
+    plan = build_plan(config, [source])
+    with open_executor(plan.config) as executor:
+        [result] = plan.execute(executor)
+    labels, recoloured, meta = read_output(str(tmp_path / "ct.zarr"))
+    padding = volume == -3024
+    assert (labels[padding] == 0).all() and (labels[~padding] > 0).all()
+    assert meta["pixels_without_data"] == int(padding.sum()) == result.no_data
+    assert meta["optimal"] is True
+    assert sorted(round(c[0]) for c in meta["centres"]) == [-1000, -100, 0, 60]
+    for hu in tissues:
+        near = np.abs(volume.astype(int) - hu) <= 2
+        assert len(np.unique(labels[near])) == 1
+    assert (recoloured[padding] == 0).all()
+
+
+def test_valid_range_marks_saturated_pixels_as_no_data(tmp_path, rng):
+    image = rng.integers(1000, 1100, (30, 40)).astype(np.uint16)
+    image[:, :10] = rng.integers(20000, 20100, (30, 10))
+    image[5:8, 5:30] = 65535  # saturated
+    [result] = segment(image, str(tmp_path / "o.zarr"), k=2, quiet=True,
+                       valid_range=[0, 65534])
+    labels, _, meta = read_output(str(tmp_path / "o.zarr"))
+    saturated = image == 65535
+    assert (labels[saturated] == 0).all() and (labels[~saturated] > 0).all()
+    assert result.no_data == int(saturated.sum())
+    assert any("valid_range" in rule for rule in meta["no_data_rules"])
+    features = image[~saturated].astype(np.float64)[:, None] / 65535
+    assert result.mse <= sklearn_mse(features, 2) * 1.001
+
+
+def test_library_warnings_are_recorded_per_input(tmp_path, monkeypatch, photos):
+    """A scikit-learn ConvergenceWarning during the fit reaches the metadata and the caller."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from pipeline.engines import sample as sample_engine
+
+    original = sample_engine.fit_sample
+
+    def noisy(rows, params):
+        warnings.warn("Number of distinct clusters found smaller\nthan n_clusters",
+                      ConvergenceWarning, stacklevel=1)
+        return original(rows, params)
+
+    monkeypatch.setattr(sample_engine, "fit_sample", noisy)
+    with pytest.warns(ConvergenceWarning):
+        [result] = segment(photos["coffee"][:50, :60], str(tmp_path / "w.zarr"), k=3,
+                           quiet=True, engine="sample")
+    assert result.metadata["warnings"] == [
+        "ConvergenceWarning: Number of distinct clusters found smaller than n_clusters"
+    ]

@@ -1,22 +1,26 @@
 """Fitting engines and the choice between them.
 
 ``auto`` picks the exact engine (weighted distinct values; proven optimum for one feature) for
-integer images whose features depend only on the value and whose values pack into keys of at
-most :data:`~pipeline.engines.keys.AUTO_MAX_KEY_BITS` bits; the binned engine (fine binning of
-the features, exact pass over the pixels) for other images whose features depend only on the
-value (floats, 16-bit colour, many channels, wide integers); dask-ml otherwise.
+integer images whose features depend only on the value and either have one feature channel
+(any integer dtype up to 64 bits: the table holds the distinct values present, capped at
+:data:`~pipeline.engines.table.AUTO_MAX_DISTINCT` with a fallback to dask-ml beyond) or
+several that pack into keys of at most :data:`~pipeline.engines.keys.AUTO_MAX_KEY_BITS` bits;
+the binned engine (fine binning of the features, exact passes over the pixels) for other images
+whose features depend only on the value (floats, 16-bit colour, many channels); dask-ml
+otherwise.
 """
 
 from __future__ import annotations
 
 import dask.array as da
 
-from pipeline.engines.base import Engine, FitParams, FitResult
+from pipeline.engines.base import Engine, FitParams, FitResult, TooFewValues
 from pipeline.engines.binned import BinnedEngine, binned_obstacle
 from pipeline.engines.daskml import DaskMLEngine
 from pipeline.engines.exact import ExactEngine
 from pipeline.engines.keys import AUTO_MAX_KEY_BITS, exact_obstacle
 from pipeline.engines.sample import SampleEngine
+from pipeline.engines.table import AUTO_MAX_DISTINCT
 from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
 
@@ -33,7 +37,7 @@ def select_engine(name: str, image: da.Array, spec: FeatureSpec, params: FitPara
     """
     if name == "auto":
         if exact_obstacle(spec, AUTO_MAX_KEY_BITS) is None:
-            return ExactEngine()
+            return ExactEngine(max_distinct=AUTO_MAX_DISTINCT)
         if binned_obstacle(spec) is None:
             return BinnedEngine()
         return DaskMLEngine()
@@ -53,4 +57,4 @@ def select_engine(name: str, image: da.Array, spec: FeatureSpec, params: FitPara
         ) from None
 
 
-__all__ = ["ENGINES", "Engine", "FitParams", "FitResult", "select_engine"]
+__all__ = ["ENGINES", "Engine", "FitParams", "FitResult", "TooFewValues", "select_engine"]

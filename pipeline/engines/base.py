@@ -18,7 +18,26 @@ from typing import Any, Protocol
 import dask.array as da
 import numpy as np
 
+from pipeline.errors import KmsegError
 from pipeline.features import FeatureSpec
+
+
+class TooFewValues(KmsegError):
+    """The image has fewer distinct feature vectors (among pixels with data) than ``k``.
+
+    Engines know no path: the plan re-raises this as an :class:`InputError` naming the input.
+    """
+
+    def __init__(self, k: int, n_distinct: int) -> None:
+        self.k = k
+        self.n_distinct = n_distinct
+        super().__init__(
+            f"k={k} is larger than the {n_distinct} distinct value(s) in the image"
+            + (" (no pixel has data)" if n_distinct == 0 else "")
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.k, self.n_distinct))
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,10 @@ class FitResult:
         ``(2, k + 1)`` pixel counts and sums of squared feature distances per label (column 0:
         no data), when the engine knows them exactly without another pass over the pixels
         (a weighted table of every pixel value does).
+    values : ndarray or None
+        ``(k, n_value_features)`` centres in input units, in the input's integer dtype, exact
+        (each cluster's mean computed from the table in integer offsets, rounded): what the
+        recoloured image holds. ``None``: the centres converted from feature units are used.
     info : dict
         Engine-specific facts recorded in the output metadata.
     """
@@ -64,6 +87,7 @@ class FitResult:
     optimal: bool = False
     labeller: Any = None
     stats: np.ndarray | None = None
+    values: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 

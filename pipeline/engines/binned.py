@@ -32,7 +32,7 @@ import time
 import dask.array as da
 import numpy as np
 
-from pipeline.engines.base import FitParams, FitResult
+from pipeline.engines.base import FitParams, FitResult, TooFewValues
 from pipeline.engines.bins import BinTable, grid_for, summarise_bins
 from pipeline.engines.dp1d import MAX_CELLS, optimal_kmeans_1d
 from pipeline.engines.lloyd import assign, weighted_lloyd
@@ -173,11 +173,12 @@ class BinnedEngine:
         grid = grid_for(spec)
         k = params.k
         n_pixels = summary.n_pixels
-        if n_pixels < k:
-            raise ConfigError(f"k={k} is larger than the {n_pixels} pixels with data")
         if len(summary) < k:
+            if len(summary) == n_pixels:  # one pixel per bin: the distinct values are known
+                raise TooFewValues(k, n_pixels)
             raise ConfigError(
-                f"k={k} is larger than the {len(summary)} distinct feature bins of the image"
+                f"k={k} is larger than the {len(summary)} non-empty bins of the binned "
+                "engine's grid for this image; choose engine dask-ml or a smaller k"
             )
         X = summary.means(grid)
         w = summary.counts.astype(np.float64)

@@ -9,9 +9,8 @@ import dask.array as da
 import numpy as np
 
 from pipeline.blocks import block_origins, spatial_block_keys
-from pipeline.engines.base import FitParams, FitResult
+from pipeline.engines.base import FitParams, FitResult, TooFewValues
 from pipeline.engines.sample import canonical_rows, fit_sample, sample_size
-from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
 from pipeline.sampling import sample_features
 
@@ -26,12 +25,13 @@ def _valid_features(block: np.ndarray, spec: FeatureSpec, origin) -> np.ndarray:
 
 
 def feature_matrix(image: da.Array, spec: FeatureSpec) -> da.Array:
-    """Lazy ``(n_valid_pixels, n_features)`` float32 matrix, one row-chunk per image block.
+    """Lazy ``(n_valid_pixels, n_features)`` matrix (``spec.feature_dtype``), one row-chunk per
+    image block.
 
-    Row counts are unknown (NaN) when the image may hold no-data pixels.
+    Row counts are unknown (NaN) when the image may hold pixels without data.
     """
     spatial_ndim = len(spec.spatial_shape)
-    may_have_nan = np.dtype(spec.dtype).kind == "f"
+    may_have_nan = bool(spec.no_data_rules)
     fn = dask.delayed(_valid_features, pure=True)
     parts = []
     for block, (_, origin, shape) in zip(
@@ -40,7 +40,7 @@ def feature_matrix(image: da.Array, spec: FeatureSpec) -> da.Array:
         rows = np.nan if may_have_nan else int(np.prod(shape))
         parts.append(
             da.from_delayed(
-                fn(block, spec, origin), shape=(rows, spec.n_features), dtype=np.float32
+                fn(block, spec, origin), shape=(rows, spec.n_features), dtype=spec.feature_dtype
             )
         )
     return da.concatenate(parts, axis=0)
@@ -64,7 +64,7 @@ class DaskMLEngine:
         from dask_ml.cluster import KMeans
 
         start = time.perf_counter()
-        rows = canonical_rows(summary, params.k)
+        rows = canonical_rows(summary, params.k, image, spec)
         init = fit_sample(rows, params).cluster_centers_
         tol = params.tol * float(np.mean(np.var(rows, axis=0)))
         if params.sample:
@@ -81,7 +81,7 @@ class DaskMLEngine:
                 X = X.compute_chunk_sizes()
         n_rows = X.shape[0]
         if n_rows < params.k:
-            raise ConfigError(f"k={params.k} is larger than the {n_rows} pixels with data")
+            raise TooFewValues(params.k, int(n_rows))
         model = KMeans(
             n_clusters=params.k,
             init=init.astype(X.dtype),

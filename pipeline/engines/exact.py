@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import time
 
+import dask
 import dask.array as da
 import numpy as np
 
-from pipeline.engines.base import FitParams, FitResult
+from pipeline.engines.base import FitParams, FitResult, TooFewValues
 from pipeline.engines.dp1d import MAX_CELLS, optimal_kmeans_1d
 from pipeline.engines.keys import ValueCodec, exact_obstacle
 from pipeline.engines.lloyd import assign
 from pipeline.engines.lookup import LookupLabeller
-from pipeline.engines.table import ValueTable, summarise_values
+from pipeline.engines.table import DENSE_KEY_BITS, ValueTable, summarise_values
 from pipeline.engines.tablefit import fit_table
 from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
@@ -43,25 +44,77 @@ def uses_dp(spec: FeatureSpec, n_distinct: int, k: int) -> bool:
     return spec.n_value_features == 1 and n_distinct * k <= MAX_CELLS
 
 
+def exact_values(
+    table: ValueTable, codec: ValueCodec, labels: np.ndarray, k: int
+) -> np.ndarray:
+    """Each cluster's mean value in input units, rounded, in the input's dtype, exactly.
+
+    Means are taken as ``v0 + sum(w (v - v0)) / sum(w)`` with ``v0`` the cluster's smallest
+    value and the offsets ``v - v0`` formed in 64-bit integers, so a cluster of one distinct
+    value gives that value exactly for every integer dtype (int64/uint64 beyond 2^53
+    included); a cluster of several values is exact up to float64 rounding of its offsets.
+
+    Parameters
+    ----------
+    table : ValueTable
+    codec : ValueCodec
+    labels : ndarray of int, shape (n_distinct,)
+        Cluster (0-based) of each table row.
+    k : int
+
+    Returns
+    -------
+    ndarray, shape (k, n_value_features), the input dtype
+    """
+    dtype = codec.dtype
+    values = codec.unpack(table.keys)
+    signed = dtype.kind == "i"
+    wide = values.astype(np.int64 if signed or dtype == np.bool_ else np.uint64)
+    start = np.full((k, wide.shape[1]), np.iinfo(wide.dtype).max, dtype=wide.dtype)
+    np.minimum.at(start, labels, wide)
+    offsets = (wide.view(np.uint64) - start[labels].view(np.uint64)).astype(np.float64)
+    weights = table.counts.astype(np.float64)
+    total = np.bincount(labels, weights=weights, minlength=k)
+    out = np.zeros((k, wide.shape[1]), dtype=wide.dtype)
+    held = total > 0
+    for c in range(wide.shape[1]):
+        mean = np.bincount(labels, weights=weights * offsets[:, c], minlength=k)
+        step = np.rint(mean[held] / total[held]).astype(np.uint64)
+        out[held, c] = (start[held, c].view(np.uint64) + step).view(wide.dtype)
+    return out.astype(dtype)
+
+
 class ExactEngine:
-    """Weighted K-Means on the distinct values; optimal by dynamic programming in 1-D."""
+    """Weighted K-Means on the distinct values; optimal by dynamic programming in 1-D.
+
+    Parameters
+    ----------
+    max_distinct : int or None
+        With a cap (``engine: auto`` on wide integer keys), a summary finding more distinct
+        values falls back to the dask-ml engine; without one the table grows as needed.
+    """
 
     name = "exact"
 
+    def __init__(self, max_distinct: int | None = None) -> None:
+        self.max_distinct = max_distinct
+
     def summarise(self, image: da.Array, spec: FeatureSpec, params: FitParams):
-        return summarise_values(image, require_codec(spec))
+        codec = require_codec(spec)
+        cap = self.max_distinct if codec.key_bits > DENSE_KEY_BITS else None
+        return summarise_values(image, codec, max_distinct=cap)
 
     def fit(
         self, summary: ValueTable, image: da.Array, spec: FeatureSpec, params: FitParams
     ) -> FitResult:
+        if summary.overflowed:
+            return self._fall_back(image, spec, params)
         start = time.perf_counter()
         codec = require_codec(spec)
         k = params.k
         n_distinct = len(summary)
         if n_distinct < k:
-            raise ConfigError(
-                f"k={k} is larger than the {n_distinct} distinct value(s) in the image"
-            )
+            raise TooFewValues(k, n_distinct)
         F = table_features(summary, codec)
         w = summary.counts.astype(np.float64)
         info: dict = {"n_distinct": n_distinct, "n_pixels": summary.n_pixels,
@@ -72,6 +125,12 @@ class ExactEngine:
             centres = result.centres[:, None]
             optimal, n_iter = True, None
             info.update(method="dp-1d", binned=False, n_restarts=0)
+            # The optimum's own intervals, not a nearest-centre search: values whose features
+            # coincide in float64 (64-bit integers spanning more than 2^53) stay in the
+            # clusters the optimum put them in, so k distinct values give k clusters.
+            ends = np.append(result.starts[1:], n_distinct)
+            dp_labels = np.empty(n_distinct, dtype=np.int32)
+            dp_labels[order] = np.repeat(np.arange(k, dtype=np.int32), ends - result.starts)
         else:
             fit = fit_table(F, w, summary.keys, codec, k, n_init=params.n_init,
                             random_state=params.random_state, max_iter=params.max_iter)
@@ -80,11 +139,18 @@ class ExactEngine:
                         n_restarts=fit.n_restarts, levels=fit.levels,
                         refine_iterations=fit.n_iter)
         labels, dist, _, wsum, cost = assign(F, w, centres)
+        if optimal:
+            labels = dp_labels
+            dist = (F[:, 0] - centres[labels, 0]) ** 2
+            wsum = np.bincount(labels, weights=w, minlength=k)
+            cost = float(w @ dist)
         stats = np.zeros((2, k + 1))
+        stats[0, 0] = summary.no_data
         stats[0, 1:] = wsum
         stats[1, 1:] = np.bincount(labels, weights=w * dist, minlength=k)
-        info.update(objective=cost / summary.n_pixels,
+        info.update(objective=cost / max(summary.n_pixels, 1),
                     fit_s=round(time.perf_counter() - start, 3))
+        values = exact_values(summary, codec, labels, k) if spec.colour_space == "rgb" else None
         return FitResult(
             centres=np.asarray(centres, dtype=np.float64),
             engine=self.name,
@@ -92,5 +158,18 @@ class ExactEngine:
             optimal=optimal,
             labeller=LookupLabeller.build(spec, codec, centres, summary.keys, labels),
             stats=stats,
+            values=values,
             info=info,
         )
+
+    def _fall_back(self, image: da.Array, spec: FeatureSpec, params: FitParams) -> FitResult:
+        """Fit with dask-ml when the table outgrew :attr:`max_distinct`."""
+        from pipeline.engines.daskml import DaskMLEngine
+
+        engine = DaskMLEngine()
+        (sample,) = dask.compute(engine.summarise(image, spec, params))
+        result = engine.fit(sample, image, spec, params)
+        result.info["fallback"] = (
+            f"exact: more than {self.max_distinct} distinct values, fitted with dask-ml"
+        )
+        return result

@@ -15,11 +15,14 @@ import numpy as np
 
 from pipeline.features import FeatureSpec
 
-#: Widest key the exact engine accepts when forced.
+#: Widest key of several channels the exact engine accepts when forced (one channel of any
+#: integer dtype always packs, into at most 64 bits).
 MAX_KEY_BITS = 48
 
-#: Widest key ``engine: auto`` sends to the exact engine: tables then hold at most 2^24 rows
-#: whatever the image size (8-bit RGB, 16-bit grey, ...).
+#: Widest key of several channels ``engine: auto`` sends to the exact engine: tables then hold
+#: at most 2^24 rows whatever the image size (8-bit RGB, 16-bit grey, ...). One channel of any
+#: integer dtype goes to the exact engine too, with a cap on the distinct values found
+#: (:data:`pipeline.engines.table.AUTO_MAX_DISTINCT`) beyond which it falls back to dask-ml.
 AUTO_MAX_KEY_BITS = 24
 
 
@@ -62,14 +65,19 @@ def _channel_bits(dtype: np.dtype) -> int:
 
 
 def exact_obstacle(spec: FeatureSpec, max_key_bits: int = MAX_KEY_BITS) -> str | None:
-    """Why the exact engine cannot summarise images of ``spec``, or ``None`` when it can."""
+    """Why the exact engine cannot summarise images of ``spec``, or ``None`` when it can.
+
+    One feature channel of any integer dtype (up to 64 bits) always packs: the table then
+    depends on the distinct values present, not on the dtype's width. Several channels need
+    keys of at most ``max_key_bits`` bits.
+    """
     dtype = np.dtype(spec.dtype)
     if dtype.kind not in "iub":
         return f"its values are {dtype} (the exact engine needs integer values)"
     if not spec.is_value_only:
         return "its features include spatial coordinates"
     bits = spec.n_value_features * _channel_bits(dtype)
-    if bits > max_key_bits:
+    if spec.n_value_features > 1 and bits > max_key_bits:
         return (
             f"{spec.n_value_features} channel(s) of {dtype} need {bits}-bit keys "
             f"(at most {max_key_bits})"

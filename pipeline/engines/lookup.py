@@ -67,7 +67,8 @@ class LookupLabeller:
     Key spaces of up to :data:`DENSE_LUT_BITS` bits are looked up in a dense table indexed by
     key, others by binary search in ``keys``. Pickles hold only ``keys`` and ``labels`` (the
     dense table is rebuilt on unpickling), so a graph carries a few bytes per distinct value.
-    Values not seen when fitting are labelled by nearest-centre search.
+    Values not seen when fitting are labelled by nearest-centre search; pixels without data
+    (:meth:`FeatureSpec.valid_mask`) get label 0.
     """
 
     def __init__(
@@ -119,7 +120,12 @@ class LookupLabeller:
             index = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
             labels = self.labels[index]
             labels[self.keys[index] != keys] = 0
-        unseen = np.flatnonzero(labels == 0)
+        valid = self.spec.valid_mask(block)  # None (no pass) for images without no-data rules
+        if valid is not None:
+            labels[~valid] = 0
+            unseen = np.flatnonzero((labels == 0) & valid)
+        else:
+            unseen = np.flatnonzero(labels == 0)
         if len(unseen):
             if keys is None:
                 keys = self.codec.pack(block)

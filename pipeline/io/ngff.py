@@ -216,9 +216,16 @@ def write_label_pyramid(
 
 
 def label_colours(display_rgb: np.ndarray) -> list[dict[str, Any]]:
-    """``image-label`` colours: label 0 transparent, label i the i-th centre's colour."""
+    """``image-label`` colours: label 0 transparent, labels 1..k visibly distinct.
+
+    ``display_rgb`` holds the centres' colours in [0, 1], ``(k, 3)``, or is ``(k, 0)`` when
+    the centres have no colour; see :func:`pipeline.io.colours.label_rgb` for when the
+    centres' colours are kept and when a qualitative palette replaces them.
+    """
+    from pipeline.io.colours import label_rgb
+
+    rgb, _ = label_rgb(display_rgb)
     colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
-    for i, rgb in enumerate(np.asarray(display_rgb), start=1):
-        r, g, b = (int(np.clip(round(float(v) * 255), 0, 255)) for v in rgb)
+    for i, (r, g, b) in enumerate(rgb.tolist(), start=1):
         colours.append({"label-value": i, "rgba": [r, g, b, 255]})
     return colours

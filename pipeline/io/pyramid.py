@@ -12,13 +12,22 @@ import numpy as np
 MIN_LEVEL_SIZE = 64
 
 
-def n_levels(spatial_shape: tuple[int, ...], requested: int | None, max_levels: int = 5) -> int:
-    """Number of pyramid levels (including full resolution) for an image."""
+def n_levels(spatial_shape: tuple[int, ...], requested: int | None) -> int:
+    """Number of pyramid levels (including full resolution) for an image.
+
+    Parameters
+    ----------
+    spatial_shape : tuple of int
+        ``(y, x)`` or ``(z, y, x)``.
+    requested : int or None
+        The ``pyramid_levels`` key; ``None`` halves y and x until the smaller of them would fall
+        below :data:`MIN_LEVEL_SIZE` pixels (a 32768² image gets 10 levels, down to 64²).
+    """
     if requested is not None:
         return max(1, int(requested))
     size = min(spatial_shape[-2:])
     levels = 1
-    while levels < max_levels and size // 2 >= MIN_LEVEL_SIZE:
+    while size // 2 >= MIN_LEVEL_SIZE:
         size //= 2
         levels += 1
     return levels
@@ -82,13 +91,29 @@ def mean_2x2(block: np.ndarray, spatial_ndim: int, channel_first: bool = False) 
     return ((total + 2) // 4).astype(block.dtype)
 
 
+def even_chunks(chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """Chunk sizes along one axis made even, moving one pixel forward where a chunk is odd.
+
+    The total (even, after trimming) is unchanged; each chunk then holds whole 2x2 groups. A
+    chunk emptied by the move is dropped.
+    """
+    out: list[int] = []
+    carry = 0
+    for size in chunks:
+        size += carry
+        carry = size % 2
+        if size - carry:
+            out.append(size - carry)
+    if carry:  # only possible for an odd total, which callers trim first
+        raise ValueError(f"odd total {sum(chunks)}")
+    return tuple(out)
+
+
 def downsample_image(image: da.Array, spatial_ndim: int, channel_first: bool = False) -> da.Array:
     """Halve y and x by 2x2 mean (odd edges trimmed), keeping the dtype; NaN is ignored.
 
     With ``channel_first``, y and x are the last two axes of ``image``.
     """
-    from dask.array.routines import aligned_coarsen_chunks
-
     if channel_first:
         axes = (image.ndim - 2, image.ndim - 1)
     else:
@@ -98,7 +123,7 @@ def downsample_image(image: da.Array, spatial_ndim: int, channel_first: bool = F
     ]
     even = trimmed.rechunk(
         tuple(
-            aligned_coarsen_chunks(c, 2) if a in axes else c for a, c in enumerate(trimmed.chunks)
+            even_chunks(c) if a in axes else c for a, c in enumerate(trimmed.chunks)
         )
     )
     halved = tuple(tuple(n // 2 for n in c) if a in axes else c for a, c in enumerate(even.chunks))

@@ -1,10 +1,13 @@
 """DICOM images: a single file, a multi-frame file, or a folder holding a series of slices.
 
 Headers are read with ``stop_before_pixels``; each task decodes only the slices (files, or
-frames of a multi-frame file) of its z-range. Slices are sorted by their position along the
-slice normal, falling back to InstanceNumber. The modality rescale (RescaleSlope/Intercept,
-e.g. CT Hounsfield units) is applied: ``int16`` when slope and intercept are integers and the
-values fit, else ``float32``; without a rescale the stored dtype is kept.
+frames of a multi-frame file) of its z-range. Two modules do the rest:
+
+* :mod:`pipeline.readers.dicom_series` checks that the slices form one volume (localizers,
+  orientations, sizes, duplicate positions, missing slices) and sorts them along the normal;
+* :mod:`pipeline.readers.dicom_pixels` turns stored values into the values a radiologist sees
+  (MONOCHROME1 inverted, palette and YCbCr to RGB, modality rescale) and reports pixel padding
+  as no data.
 
 A folder with several series (SeriesInstanceUID) is opened at the ``series``-th of them, ordered
 by SeriesNumber, with a :class:`~pipeline.errors.KmsegWarning` saying so.
@@ -25,7 +28,15 @@ from pydicom.pixels import iter_pixels, pixel_array
 
 from pipeline.errors import InputError, KmsegWarning
 from pipeline.readers.base import ImageSource, ReadOptions
-from pipeline.readers.common import RegionReader, color_names, local_path
+from pipeline.readers.common import (
+    RegionReader,
+    check_size,
+    color_names,
+    local_path,
+    pixel_dtype,
+)
+from pipeline.readers.dicom_pixels import PixelModel, pixel_values, stored_dtype
+from pipeline.readers.dicom_series import Plane, arrange, attribute
 
 _PIXEL_TAGS = {0x7FE00010: None, 0x7FE00008: np.float32, 0x7FE00009: np.float64}
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV",
@@ -39,8 +50,8 @@ class DicomBlockReader(RegionReader):
     """Reads a region of a DICOM image or series.
 
     ``path`` is a series folder, whose files ``planes`` name, or a single file (plane names
-    empty). ``planes[z]`` is the (file name, frame index) of slice ``z``; ``slopes`` and
-    ``intercepts`` are per slice and empty when no rescale applies.
+    empty). ``planes[z]`` is the (file name, frame index) of slice ``z``; ``model`` turns stored
+    values into values as read.
     """
 
     path: str
@@ -49,42 +60,33 @@ class DicomBlockReader(RegionReader):
     shape: tuple[int, ...]
     dtype: np.dtype
     volume: bool
-    slopes: tuple[float, ...] = ()
-    intercepts: tuple[float, ...] = ()
+    model: PixelModel
 
     def _read(self, box: tuple[slice, ...]) -> np.ndarray:
         zs = range(box[0].start, box[0].stop) if self.volume else range(1)
-        inplane = box[1:] if self.volume else box
+        spatial = box[1:3] if self.volume else box[:2]
+        channel = box[3:] if self.volume else box[2:]  # () for grey images
         wanted: dict[str, list[int]] = {}
         for z in zs:
             name, frame = self.planes[z]
             wanted.setdefault(name, []).append(frame)
         decoded: dict[tuple[str, int], np.ndarray] = {}
+        headers: dict[str, Dataset] = {}
         for name, frames in wanted.items():
             full = os.path.join(self.path, name) if name else self.path
+            headers[name] = Dataset()  # gets the image pixel module, palette LUTs included
             if self.multiframe:
                 frames = sorted(set(frames))
-                for frame, pixels in zip(frames, iter_pixels(full, indices=frames), strict=True):
-                    decoded[name, frame] = pixels[inplane]
+                pixels = iter_pixels(full, indices=frames, ds_out=headers[name])
+                for frame, plane in zip(frames, pixels, strict=True):
+                    decoded[name, frame] = plane[spatial]
             else:
-                decoded[name, 0] = pixel_array(full)[inplane]
-        planes = [self._rescale(decoded[self.planes[z]], z) for z in zs]
+                decoded[name, 0] = pixel_array(full, ds_out=headers[name])[spatial]
+        planes = []
+        for z in zs:
+            value = self.model.apply(decoded[self.planes[z]], z, headers[self.planes[z][0]])
+            planes.append(value[..., channel[0]] if channel else value)
         return np.stack(planes) if self.volume else planes[0]
-
-    def _rescale(self, plane: np.ndarray, z: int) -> np.ndarray:
-        if not self.slopes:
-            return plane
-        out = plane.astype(np.float64) * self.slopes[z] + self.intercepts[z]
-        return out.astype(self.dtype)
-
-
-@dataclass
-class _Plane:
-    """One slice: its file, frame and header facts."""
-
-    name: str
-    frame: int
-    ds: Dataset
 
 
 def open_dicom(
@@ -98,7 +100,16 @@ def open_dicom(
         A DICOM file (single- or multi-frame) or a folder of slice files.
     series : int
         For a folder with several series: which one, ordered by SeriesNumber.
+    options : ReadOptions, optional
+        ``missing_slices`` says what missing slices give (a warning or an error).
+
+    Raises
+    ------
+    InputError
+        Unreadable or truncated files, no image, a series that is not one clean volume
+        (see :mod:`pipeline.readers.dicom_series`), an unsupported pixel format.
     """
+    options = options or ReadOptions()
     if os.path.isdir(path):
         names, headers, info = _scan_folder(path, series)
     else:
@@ -108,7 +119,7 @@ def open_dicom(
         if header is None:
             raise InputError(path, "the DICOM file holds no image")
         names, headers, info = [""], [header], {}
-    return _build(path, names, headers, info)
+    return _build(path, names, headers, info, options)
 
 
 def is_dicom_file(path: str) -> bool:
@@ -219,34 +230,27 @@ def _build(
     names: list[str],
     headers: list[tuple[Dataset, Any]],
     info: dict[str, Any],
+    options: ReadOptions,
 ) -> ImageSource:
     first, float_dtype = headers[0]
-    n_frames = int(first.get("NumberOfFrames", 1) or 1)
+    n_frames = _int_or_none(first.get("NumberOfFrames")) or 1
     if n_frames > 1 and len(headers) > 1:
         raise InputError(path, "the series mixes several multi-frame files; open one file")
     planes = (
-        [_Plane(names[0], f, first) for f in range(n_frames)]
+        [Plane(names[0], f, first, float_dtype, multiframe=True) for f in range(n_frames)]
         if n_frames > 1
-        else [_Plane(n, 0, ds) for n, (ds, _) in zip(names, headers, strict=True)]
+        else [Plane(n, 0, ds, fd) for n, (ds, fd) in zip(names, headers, strict=True)]
     )
-    rows, cols, samples, raw_dtype = _pixel_format(path, first, float_dtype)
-    for name, (ds, ds_float) in zip(names, headers, strict=True):
-        if _pixel_format(path, ds, ds_float) != (rows, cols, samples, raw_dtype):
-            raise InputError(
-                path, f"slice {name} differs in size or pixel format from {names[0]}"
-            )
-
-    planes, sort, z_spacing, irregular = _sort(path, planes)
+    for plane in planes[:1] if n_frames > 1 else planes:
+        stored_dtype(path if not plane.name else os.path.join(path, plane.name), plane)
+    layout = arrange(path, planes, missing_slices=options.missing_slices)
+    planes = layout.planes
+    first = planes[0].ds
+    values = pixel_values(path, planes)
     volume = len(planes) > 1
-    slopes = [float(_value(p, "PixelValueTransformationSequence", "RescaleSlope", 1.0))
-              for p in planes]
-    intercepts = [float(_value(p, "PixelValueTransformationSequence", "RescaleIntercept", 0.0))
-                  for p in planes]
-    pairs = zip(slopes, intercepts, strict=True)
-    rescale = samples == 1 and any(s != 1 or i != 0 for s, i in pairs)
-    dtype = _rescaled_dtype(first, raw_dtype, slopes, intercepts) if rescale else raw_dtype
+    rows, cols, samples = int(first.Rows), int(first.Columns), values.samples
 
-    pixel_spacing = _value(planes[0], "PixelMeasuresSequence", "PixelSpacing", None)
+    pixel_spacing = attribute(planes[0], "PixelMeasuresSequence", "PixelSpacing", None)
     if pixel_spacing is None:
         pixel_spacing = first.get("ImagerPixelSpacing")
     spacing: tuple[float, ...] = (1.0, 1.0)
@@ -255,30 +259,28 @@ def _build(
         spacing, unit = (float(pixel_spacing[0]), float(pixel_spacing[1])), "millimeter"
     if volume:
         # without PixelSpacing the slice spacing alone would mix units with pixel sizes
-        spacing = (z_spacing or 1.0, *spacing) if unit else (1.0, 1.0, 1.0)
-    shape = ((len(planes),) if volume else ()) + (rows, cols) + ((samples,) if samples > 1 else ())
+        spacing = (layout.slice_spacing or 1.0, *spacing) if unit else (1.0, 1.0, 1.0)
+    channels = (samples,) if samples > 1 else ()
+    shape = ((len(planes),) if volume else ()) + (rows, cols) + channels
     axes = ("zyx" if volume else "yx") + ("c" if samples > 1 else "")
+    check_size(path, shape, axes, options.max_pixels)
     metadata: dict[str, Any] = {
         "modality": str(first.get("Modality", "")),
         "series_uid": str(first.get("SeriesInstanceUID", "")),
         "series_number": _int_or_none(first.get("SeriesNumber")),
-        "photometric": str(first.get("PhotometricInterpretation", "")),
-        "sort": sort,
+        "sort": layout.sort,
+        **values.metadata,
+        **layout.metadata,
         **info,
     }
-    if rescale and len(set(slopes)) == 1 and len(set(intercepts)) == 1:
-        metadata.update(rescale_slope=slopes[0], rescale_intercept=intercepts[0])
-    if irregular:
-        metadata["irregular_slice_spacing"] = True
     reader = DicomBlockReader(
         path=local_path(path),
         planes=tuple((p.name, p.frame) for p in planes),
         multiframe=n_frames > 1,
         shape=shape,
-        dtype=np.dtype(dtype),
+        dtype=pixel_dtype(path, values.model.dtype),
         volume=volume,
-        slopes=tuple(slopes) if rescale else (),
-        intercepts=tuple(intercepts) if rescale else (),
+        model=values.model,
     )
     return ImageSource(
         path=path,
@@ -286,97 +288,12 @@ def _build(
         reader=reader,
         spacing=spacing,
         unit=unit,
-        native_chunks=((1,) if volume else ()) + (rows, cols) + ((samples,) if samples > 1 else ()),
+        native_chunks=((1,) if volume else ()) + (rows, cols) + channels,
         channel_names=color_names(samples, rgb=samples >= 3),
         format="dicom",
         metadata=metadata,
+        no_data=values.no_data,
     )
-
-
-def _pixel_format(path: str, ds: Dataset, float_dtype: Any) -> tuple[int, int, int, np.dtype]:
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits = int(ds.get("BitsAllocated", 16) or 16)
-        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    except (TypeError, ValueError) as exc:
-        raise InputError(path, f"invalid DICOM image header ({exc})") from None
-    if float_dtype is not None:
-        return rows, cols, samples, np.dtype(float_dtype)
-    if bits not in (1, 8, 16, 32):
-        raise InputError(path, f"unsupported DICOM BitsAllocated {bits}")
-    if samples not in (1, 3):
-        raise InputError(path, f"unsupported DICOM SamplesPerPixel {samples}")
-    size = max(bits, 8) // 8
-    return rows, cols, samples, np.dtype(f"{'i' if signed and bits > 1 else 'u'}{size}")
-
-
-def _value(plane: _Plane, sequence: str, attr: str, default: Any) -> Any:
-    """An attribute from the per-frame, then shared functional groups, then the top level."""
-    ds = plane.ds
-    for groups, index in (
-        (ds.get("PerFrameFunctionalGroupsSequence"), plane.frame),
-        (ds.get("SharedFunctionalGroupsSequence"), 0),
-    ):
-        if groups is not None and index < len(groups):
-            items = groups[index].get(sequence)
-            if items and attr in items[0]:
-                value = items[0].get(attr)
-                if value not in (None, ""):
-                    return value
-    value = ds.get(attr)
-    return default if value in (None, "") else value
-
-
-def _sort(path: str, planes: list[_Plane]) -> tuple[list[_Plane], str, float | None, bool]:
-    """Order slices along the normal; return them, the method, the slice spacing, irregular?"""
-    if len(planes) == 1:
-        return planes, "single", None, False
-    positions = [_value(p, "PlanePositionSequence", "ImagePositionPatient", None) for p in planes]
-    orientation = _value(planes[0], "PlaneOrientationSequence", "ImageOrientationPatient", None)
-    fallback = _value(planes[0], "PixelMeasuresSequence", "SpacingBetweenSlices", None) or _value(
-        planes[0], "PixelMeasuresSequence", "SliceThickness", None
-    )
-    fallback = float(fallback) if fallback else None
-    if orientation is not None and len(orientation) == 6 and all(
-        p is not None and len(p) == 3 for p in positions
-    ):
-        row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
-        normal = np.cross(row, col)
-        depth = np.asarray(positions, float) @ normal
-        order = np.argsort(depth, kind="stable")
-        steps = np.diff(depth[order])
-        if np.any(steps < 1e-4):
-            raise InputError(
-                path, "several slices share a position (several acquisitions in one series?)"
-            )
-        spacing = float(np.median(steps))
-        irregular = bool(np.any(np.abs(steps - spacing) > 0.1 * spacing + 1e-3))
-        return [planes[i] for i in order], "position", spacing, irregular
-    one_file = len({p.name for p in planes}) == 1  # frames of a multi-frame file stay in order
-    numbers = [_int_or_none(p.ds.get("InstanceNumber")) for p in planes]
-    if not one_file and None not in numbers:
-        order = np.argsort(numbers, kind="stable")
-        return [planes[i] for i in order], "instance", fallback, False
-    return planes, "file", fallback, False
-
-
-def _rescaled_dtype(
-    ds: Dataset, raw: np.dtype, slopes: list[float], intercepts: list[float]
-) -> np.dtype:
-    """int16 when integer slopes and intercepts map the stored range into int16, else float32."""
-    if raw.kind == "f":
-        return np.dtype(np.float32)
-    bits = int(ds.get("BitsStored", raw.itemsize * 8) or raw.itemsize * 8)
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if raw.kind == "i" else (0, 2**bits - 1)
-    info = np.iinfo(np.int16)
-    for slope, intercept in zip(slopes, intercepts, strict=True):
-        if not (slope.is_integer() and intercept.is_integer()):
-            return np.dtype(np.float32)
-        ends = (lo * slope + intercept, hi * slope + intercept)
-        if min(ends) < info.min or max(ends) > info.max:
-            return np.dtype(np.float32)
-    return np.dtype(np.int16)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.engines import select_engine
-from pipeline.engines.base import FitParams
+from pipeline.engines.base import FitParams, TooFewValues
 from pipeline.engines.binned import BinnedEngine
 from pipeline.engines.bins import BinGrid, grid_for, summarise_bins
 from pipeline.engines.dp1d import optimal_kmeans_1d
@@ -197,7 +197,10 @@ def test_all_nan_or_too_few_pixels():
     image = np.full((6, 6), np.nan, dtype=np.float32)
     image[0, :2] = [1.0, 2.0]
     spec = _spec(image, False)
-    with pytest.raises(ConfigError, match="k=3 is larger than the 2 pixels with data"):
+    with pytest.raises(TooFewValues, match="k=3 is larger than the 2 distinct value"):
+        run_engine(BinnedEngine(), image, spec, FitParams(k=3))
+    image[:] = np.nan
+    with pytest.raises(TooFewValues, match="no pixel has data"):
         run_engine(BinnedEngine(), image, spec, FitParams(k=3))
 
 
@@ -233,7 +236,8 @@ def test_picklable_and_labels_are_nearest_centre():
         (np.uint16, 8, "binned"),
         (np.float32, 1, "binned"),
         (np.float64, 3, "binned"),
-        (np.int32, 1, "binned"),
+        (np.int32, 3, "binned"),
+        (np.int32, 1, "exact"),
         (np.uint8, 3, "exact"),
         (np.uint16, 1, "exact"),
     ],

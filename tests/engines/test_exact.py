@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.engines import tablefit
-from pipeline.engines.base import FitParams
+from pipeline.engines.base import FitParams, TooFewValues
 from pipeline.engines.dp1d import optimal_kmeans_1d
 from pipeline.engines.exact import ExactEngine
 from pipeline.errors import ConfigError
@@ -97,9 +97,9 @@ def test_grey_photo_is_optimal():
     assert result.info["objective"] <= sklearn_objective(image, spec, 8) * (1 + 1e-9)
 
 
-def test_more_clusters_than_values_is_a_config_error():
+def test_more_clusters_than_values_is_refused():
     image = np.repeat(np.arange(3, dtype=np.uint8), 20).reshape(6, 10)
-    with pytest.raises(ConfigError, match="3 distinct"):
+    with pytest.raises(TooFewValues, match=r"k=4 is larger than the 3 distinct"):
         run_engine(ExactEngine(), image, _spec(image), FitParams(k=4))
     result = run_engine(ExactEngine(), image, _spec(image), FitParams(k=3))
     np.testing.assert_allclose(sorted(result.centres[:, 0]), np.arange(3) / 255)
@@ -110,3 +110,34 @@ def test_float_images_are_refused():
     spec = make_feature_spec(np.float32, 1, (4, 4), data_range=(0.0, 1.0))
     with pytest.raises(ConfigError, match="engine 'exact' does not apply"):
         ExactEngine().summarise(da.from_array(image), spec, FitParams(k=2))
+
+
+def test_no_data_pixels_stay_out_of_the_table_and_get_label_zero():
+    from pipeline.engines.lookup import LookupLabeller
+
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[:, 6:] = (200, 10, 10, 255)
+    rgba[:5, 6:] = (10, 10, 200, 255)
+    spec = make_feature_spec(np.uint8, 4, (10, 12), has_alpha=True)
+    result = run_engine(ExactEngine(), rgba, spec, FitParams(k=2), (4, 5, 4))
+    assert result.info["n_distinct"] == 2 and result.stats[0, 0] == 60
+    assert sorted(result.stats[0, 1:]) == [30, 30]
+    assert isinstance(result.labeller, LookupLabeller)
+    labels = label_image(da.from_array(rgba, chunks=(4, 5, 4)), spec, result.labeller, 2)
+    labels = labels.compute()
+    assert (labels[:, :6] == 0).all() and (labels[:, 6:] > 0).all()
+    assert sorted(map(tuple, result.values)) == [(10, 10, 200), (200, 10, 10)]
+
+
+def test_wide_integer_values_are_exact_and_too_many_fall_back(monkeypatch):
+    values = np.array([-(2**62), 0, 50, 2**62 + 1], dtype=np.int64)
+    image = np.tile(values, (6, 5))
+    spec = make_feature_spec(np.int64, 1, image.shape,
+                             data_range=(int(values.min()), int(values.max())))
+    result = run_engine(ExactEngine(max_distinct=1 << 22), image, spec, FitParams(k=4), (3, 7))
+    assert sorted(result.values[:, 0].tolist()) == sorted(values.tolist())
+    assert result.optimal
+    noisy = np.random.default_rng(0).integers(0, 2**40, (20, 30)).astype(np.int64)
+    spec = make_feature_spec(np.int64, 1, noisy.shape, data_range=(0, 2**40))
+    capped = run_engine(ExactEngine(max_distinct=100), noisy, spec, FitParams(k=3, n_init=2))
+    assert capped.engine == "dask-ml" and "fallback" in capped.info

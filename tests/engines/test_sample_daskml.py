@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.engines.base import FitParams
+from pipeline.engines.base import FitParams, TooFewValues
 from pipeline.engines.daskml import DaskMLEngine
 from pipeline.engines.sample import SampleEngine
-from pipeline.errors import ConfigError
 from pipeline.features import make_feature_spec
 
 from .helpers import pixel_objective, run_engine, sklearn_objective
@@ -63,5 +62,5 @@ def test_daskml_engine_on_a_sample(float_image):
 
 def test_too_few_pixels(float_image):
     spec = _spec(float_image[:2, :2])
-    with pytest.raises(ConfigError, match="k=5"):
+    with pytest.raises(TooFewValues, match="k=5 is larger than the 4 distinct"):
         run_engine(SampleEngine(), float_image[:2, :2], spec, FitParams(k=5))

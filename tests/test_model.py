@@ -1,0 +1,74 @@
+"""Model files: round trip, refusal of files kmseg did not write, and of images they do not fit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError, InputError, OutputError
+from pipeline.model import Model
+
+
+def _model() -> Model:
+    return Model(
+        centres=np.array([[10.0, 20.0, 30.0], [200.0, 100.0, 50.0]]),
+        centres_features=np.array([[10.0, 20.0, 30.0], [200.0, 100.0, 50.0]]) / 255,
+        dtype="uint8",
+        n_channels=4,
+        has_alpha=True,
+        channels=(0, 1, 2),
+        low=0.0,
+        high=255.0,
+        colour_space="rgb",
+        spatial_weight=0.0,
+        engine="exact",
+        provenance={"inputs": ["a.png", "b.png"]},
+    )
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "m.json"
+    _model().save(path)
+    loaded = Model.load(path)
+    assert loaded.k == 2
+    np.testing.assert_array_equal(loaded.centres, _model().centres)
+    assert loaded.channels == (0, 1, 2) and loaded.has_alpha and loaded.dtype == "uint8"
+    assert json.loads(path.read_text())["format"] == "kmseg-model"
+    spec = loaded.feature_spec((5, 6))
+    assert spec.spatial_shape == (5, 6) and spec.scale == 255.0
+
+
+def test_save_never_replaces_a_file(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text("mine")
+    with pytest.raises(OutputError, match="already exists"):
+        _model().save(path)
+    assert path.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not JSON"),
+        ('{"format": "something"}', "not a kmseg model"),
+        ('{"format": "kmseg-model", "version": 99}', "version 99"),
+        ('{"format": "kmseg-model", "version": 1, "centres": []}', "invalid model file"),
+    ],
+)
+def test_bad_model_files_are_named(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        Model.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_an_image_it_does_not_fit_is_refused_by_name():
+    model = _model()
+    model.check_fits("ok.png", np.dtype(np.uint8), 4, True)
+    with pytest.raises(InputError, match=r"grey\.png: .*1 channel\(s\), the model 4 channel"):
+        model.check_fits("grey.png", np.dtype(np.uint8), 1, False)
+    with pytest.raises(InputError, match="dtype is uint16, the model's uint8"):
+        model.check_fits("deep.tif", np.dtype(np.uint16), 4, True)

@@ -36,7 +36,7 @@ from pipeline.engines.base import FitParams, FitResult, TooFewValues
 from pipeline.engines.bins import BinTable, grid_for, summarise_bins
 from pipeline.engines.dp1d import MAX_CELLS, optimal_kmeans_1d
 from pipeline.engines.lloyd import assign, weighted_lloyd
-from pipeline.engines.pixelpass import FastNearestLabeller, lloyd_pass
+from pipeline.engines.pixelpass import FastNearestLabeller, count_distinct, lloyd_pass
 from pipeline.engines.tablefit import (
     KEEP,
     KEEP_MAX,
@@ -174,8 +174,9 @@ class BinnedEngine:
         k = params.k
         n_pixels = summary.n_pixels
         if len(summary) < k:
-            if len(summary) == n_pixels:  # one pixel per bin: the distinct values are known
-                raise TooFewValues(k, n_pixels)
+            n_distinct = count_distinct(image, spec, k)
+            if n_distinct < k:
+                raise TooFewValues(k, n_distinct)
             raise ConfigError(
                 f"k={k} is larger than the {len(summary)} non-empty bins of the binned "
                 "engine's grid for this image; choose engine dask-ml or a smaller k"

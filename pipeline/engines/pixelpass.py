@@ -96,6 +96,34 @@ def _add(*parts: tuple) -> tuple:
     return counts, sums, sse
 
 
+def _block_distinct(block: np.ndarray, spec: FeatureSpec, origin, cap: int) -> np.ndarray:
+    feats, valid = spec.block_features(block, origin)
+    return np.unique(feats[valid], axis=0)[:cap]
+
+
+def _union(*parts: np.ndarray, cap: int) -> np.ndarray:
+    return np.unique(np.concatenate(parts), axis=0)[:cap]
+
+
+def count_distinct(image: da.Array, spec: FeatureSpec, cap: int) -> int:
+    """Number of distinct feature vectors among the pixels with data, counted up to ``cap``
+    (a pass over the pixels; for images with very few values)."""
+    spatial_ndim = len(spec.spatial_shape)
+    step = dask.delayed(_block_distinct, pure=True)
+    union = dask.delayed(_union, pure=True)
+    parts = [
+        step(block, spec, origin, cap)
+        for block, (_, origin, _) in zip(
+            spatial_block_keys(image, spatial_ndim), block_origins(image, spatial_ndim),
+            strict=True,
+        )
+    ]
+    while len(parts) > 1:
+        parts = [union(*parts[i : i + 16], cap=cap) for i in range(0, len(parts), 16)]
+    (rows,) = dask.compute(parts[0])
+    return len(rows)
+
+
 @dataclass
 class PassResult:
     """Outcome of :func:`lloyd_pass` for centres ``C``.

@@ -199,6 +199,9 @@ def test_all_nan_or_too_few_pixels():
     spec = _spec(image, False)
     with pytest.raises(TooFewValues, match="k=3 is larger than the 2 distinct value"):
         run_engine(BinnedEngine(), image, spec, FitParams(k=3))
+    image[1, :] = 2.0  # three pixels, two values
+    with pytest.raises(TooFewValues, match="k=3 is larger than the 2 distinct value"):
+        run_engine(BinnedEngine(), image, spec, FitParams(k=3), (2, 3))
     image[:] = np.nan
     with pytest.raises(TooFewValues, match="no pixel has data"):
         run_engine(BinnedEngine(), image, spec, FitParams(k=3))

@@ -39,7 +39,7 @@ if typing.TYPE_CHECKING:
 
 #: The ``engine`` key's values: ``auto`` and the name of every fitting engine. The one list of
 #: engine names; :data:`pipeline.engines.ENGINES` implements each (a test checks both ways).
-EngineName = Literal["auto", "exact", "dask-ml", "sample"]
+EngineName = Literal["auto", "exact", "binned", "dask-ml", "sample"]
 ENGINE_NAMES: tuple[str, ...] = typing.get_args(EngineName)
 #: Default of ``max_pixels``: refuse inputs whose header declares more pixels (all axes but
 #: channels) than this. 10**11 (100 Gpixels) holds the largest whole-slide images (about
@@ -78,7 +78,8 @@ class JobConfig:
     )
     k: int = Field(4, ge=1, le=65535, description="number of clusters")
     engine: EngineName = Field(
-        "auto", description="fitting engine; auto picks exact where it applies, else dask-ml"
+        "auto",
+        description="fitting engine; auto picks exact where it applies, then binned, else dask-ml",
     )
     random_state: int | None = Field(
         0, ge=0, le=2**32 - 1, description="seed for initialisation and sampling"

@@ -16,11 +16,26 @@ import numba
 import numpy as np
 
 from pipeline.blocks import block_origins, spatial_block_keys
+from pipeline.engines.lloyd import _row_distances
 from pipeline.features import FeatureSpec
 from pipeline.labels import label_dtype
 
 #: Fixed-point scale of the per-cluster sums (features are O(1); a block holds < 2^32 pixels).
 SUM_BITS = 30
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True, inline="always")
+def _nearest(feats, i, Ct, dj):  # pragma: no cover - compiled
+    # (index, squared distance) of the centre nearest to row i (centres as columns of Ct);
+    # the first of equally near centres wins.
+    _row_distances(feats, i, Ct, dj)
+    best = dj[0]
+    bj = 0
+    for j in range(1, dj.shape[0]):
+        if dj[j] < best:
+            best = dj[j]
+            bj = j
+    return bj, best
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
@@ -32,18 +47,7 @@ def _lloyd_block(feats, valid, Ct, counts, sums, sse):  # pragma: no cover - com
     for i in range(n):
         if not valid[i]:
             continue
-        dj[:] = 0.0
-        for f in range(d):
-            x = np.float64(feats[i, f])
-            for j in range(k):
-                t = x - Ct[f, j]
-                dj[j] += t * t
-        best = dj[0]
-        bj = 0
-        for j in range(1, k):
-            if dj[j] < best:
-                best = dj[j]
-                bj = j
+        bj, best = _nearest(feats, i, Ct, dj)
         counts[bj] += 1
         sse[bj] += best
         for f in range(d):
@@ -53,24 +57,12 @@ def _lloyd_block(feats, valid, Ct, counts, sums, sse):  # pragma: no cover - com
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _nearest_labels(feats, valid, Ct, out):  # pragma: no cover - compiled
     n = feats.shape[0]
-    d, k = Ct.shape
-    dj = np.empty(k)
+    dj = np.empty(Ct.shape[1])
     for i in range(n):
         if not valid[i]:
             out[i] = 0
             continue
-        dj[:] = 0.0
-        for f in range(d):
-            x = np.float64(feats[i, f])
-            for j in range(k):
-                t = x - Ct[f, j]
-                dj[j] += t * t
-        best = dj[0]
-        bj = 0
-        for j in range(1, k):
-            if dj[j] < best:
-                best = dj[j]
-                bj = j
+        bj, _ = _nearest(feats, i, Ct, dj)
         out[i] = bj + 1
 
 

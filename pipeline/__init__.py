@@ -4,6 +4,27 @@ The public API (:func:`segment`, :func:`plan`, :func:`run`, :func:`fit`, :class:
 :class:`JobConfig`) and
 ``__version__`` are looked up on first use, so that ``import pipeline.cli`` (and
 ``kmseg --help``) loads no Dask, NumPy or Zarr.
+
+Where each stage lives (a job runs them top to bottom):
+
+- read: ``pipeline/readers/`` opens every input format as a lazy ``ImageSource``
+  (``dispatch.py`` picks the reader; one module per format; ``base.py`` the interface).
+- features: ``pipeline/features.py`` turns blocks of pixels into feature rows (scaling,
+  CIELAB, spatial coordinates); ``sampling.py`` draws reproducible pixel samples.
+- fit: ``pipeline/engines/`` fits the centres (``__init__.py`` chooses the engine;
+  ``exact``, ``dask-ml``, ``sample`` ...); ``autok.py`` chooses k; ``order.py`` numbers them.
+- label: ``pipeline/labels.py`` labels each pixel by its nearest centre, recolours it and
+  counts the clusters; ``measure.py`` gives per-class measurements.
+- write: ``pipeline/io/`` writes the OME-NGFF 0.5 output (``ngff.py`` arrays and metadata,
+  ``pyramid.py`` the downsampled levels, ``colours.py`` the label colours).
+- execute: ``pipeline/plan.py`` builds one job per input and runs it; ``pipeline/execution.py``
+  computes on the chosen scheduler; ``cluster.py`` starts a cluster from a ``cluster:`` block.
+
+Around them: ``cli.py`` the ``kmseg`` command; ``api.py`` the Python API; ``config.py`` the
+typed job configuration and its layers; ``outputs.py`` and ``lock.py`` where kmseg may write
+(never overwriting what it did not create); ``errors.py`` and ``warn.py`` one-line errors and
+warnings; ``redaction.py`` keeps secrets out of metadata; ``model.py`` saved models;
+``info.py`` and ``report/`` describe an output; ``demo.py`` and ``samples.py`` bundled images.
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ from pipeline.errors import ConfigError
 if typing.TYPE_CHECKING:
     from pipeline.readers.base import ReadOptions
 
+#: The ``engine`` key's values: ``auto`` and the name of every fitting engine. The one list of
+#: engine names; :data:`pipeline.engines.ENGINES` implements each (a test checks both ways).
+EngineName = Literal["auto", "exact", "binned", "dask-ml", "sample"]
+ENGINE_NAMES: tuple[str, ...] = typing.get_args(EngineName)
 #: Default of ``max_pixels``: refuse inputs whose header declares more pixels (all axes but
 #: channels) than this. 10**11 (100 Gpixels) holds the largest whole-slide images (about
 #: 2 * 10**10) and 4096**3 volumes, and refuses headers that declare absurd sizes.
@@ -73,8 +77,9 @@ class JobConfig:
         "", validate_default=True, description="output Zarr store (a folder or an s3:// URL)"
     )
     k: int = Field(4, ge=1, le=65535, description="number of clusters")
-    engine: Literal["auto", "exact", "dask-ml", "sample"] = Field(
-        "auto", description="fitting engine; auto picks exact where it applies, else dask-ml"
+    engine: EngineName = Field(
+        "auto",
+        description="fitting engine; auto picks exact where it applies, then binned, else dask-ml",
     )
     random_state: int | None = Field(
         0, ge=0, le=2**32 - 1, description="seed for initialisation and sampling"

@@ -144,20 +144,6 @@ def _compiled_dtype(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def merge_value_stats(tables: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """Merge per-block tables of :func:`block_value_stats` (sums add, extremes are kept)."""
-    stacked = np.asarray(tables, dtype=np.float64)
-    n_channels = (stacked.shape[-1] - 1) // 3
-    return np.concatenate(
-        [
-            stacked[..., : 1 + n_channels].sum(axis=0),
-            stacked[..., 1 + n_channels : 1 + 2 * n_channels].min(axis=0),
-            stacked[..., 1 + 2 * n_channels :].max(axis=0),
-        ],
-        axis=-1,
-    )
-
-
 def class_value_stats(
     image: da.Array, labels: da.Array, channels: Sequence[int], k: int
 ) -> da.Array:

@@ -78,11 +78,19 @@ def test_alpha_passes_through_recolour(rng):
 
 def test_label_dtype_grows_past_255(rng):
     spec = make_feature_spec(np.uint16, 1, (20, 20))
-    centres = np.sort(rng.random((300, 1)), axis=0)
-    image = da.from_array(rng.integers(0, 65536, size=(20, 20), dtype=np.uint16), chunks=7)
-    labels = label_image(image, spec, NearestCentreLabeller(spec, centres), 300)
+    # 300 centres 218 grey levels apart; no pixel lies on a midpoint (a multiple of 218), so
+    # the nearest centre is unambiguous at any float precision.
+    centres = (218.0 * np.arange(300) + 109.0)[:, None] / 65535
+    values = rng.integers(0, 65536, size=(20, 20), dtype=np.uint16)
+    values[values % 218 == 0] += 1
+    values[0, 0], values[0, 1] = 0, 65535  # the first and the last centre's labels occur
+    labeller = NearestCentreLabeller(spec, centres)
+    labels = label_image(da.from_array(values, chunks=7), spec, labeller, 300)
     assert labels.dtype == np.uint16
-    assert labels.compute().max() <= 300
+    distance = np.abs(values[..., None] / 65535 - centres[:, 0])
+    expected = np.argmin(distance, axis=-1) + 1  # 0 is kept for no data
+    np.testing.assert_array_equal(labels.compute(), expected)
+    assert expected.max() == 300
 
 
 def test_palette_uses_exact_values():

@@ -14,7 +14,6 @@ from pipeline.measure import (
     channel_labels,
     class_measurements,
     class_value_stats,
-    merge_value_stats,
     voxel_size,
 )
 
@@ -82,13 +81,6 @@ def test_lazy_stats_with_odd_chunks_match_numpy(
     np.testing.assert_allclose(
         lazy.compute(), reference_stats(image, labels, (0, 1, 2), 5), rtol=1e-12
     )
-
-
-def test_merge_keeps_extremes() -> None:
-    a = block_value_stats(np.array([[1, 5]]), np.array([[1, 1]], np.uint8), (), 1)
-    b = block_value_stats(np.array([[9, 0]]), np.array([[1, 0]], np.uint8), (), 1)
-    merged = merge_value_stats([a, b])
-    np.testing.assert_array_equal(merged[1], [3, 15, 1, 9])
 
 
 def test_volume_of_a_ct_voxel_in_ml() -> None:

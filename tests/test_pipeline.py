@@ -127,12 +127,18 @@ def test_lab_and_spatial_features_end_to_end(photos, tmp_path):
     [spatial] = segment(image, str(tmp_path / "xy.zarr"), k=4, quiet=True, spatial_weight=2.0,
                         chunks=[70, 90])
     assert spatial.engine == "dask-ml"
-    labels, _, meta = read_output(str(tmp_path / "xy.zarr"))
+    _, _, meta = read_output(str(tmp_path / "xy.zarr"))
     assert len(meta["centres_features"][0]) == 5  # three colours and two coordinates
-    # Strongly weighted coordinates make segments spatially compact: left and right halves
-    # of the image share few labels.
-    left, right = set(np.unique(labels[:, :100])), set(np.unique(labels[:, -100:]))
-    assert left != right
+    # An image of one colour holds nothing but coordinates (each scaled to [0, 1]) to cluster:
+    # four clusters of a square are its quadrants, and the mse is that of 32 evenly spaced
+    # coordinates (spacing 1/63) about their mean, (32² - 1) / 12 / 63², on each of two axes.
+    flat = np.full((64, 64, 3), 128, dtype=np.uint8)
+    [quadrants] = segment(flat, str(tmp_path / "flat.zarr"), k=4, quiet=True,
+                          spatial_weight=1.0, chunks=[30, 50])
+    labels, _, _ = read_output(str(tmp_path / "flat.zarr"))
+    found = [np.unique(labels[y : y + 32, x : x + 32]).tolist() for y in (0, 32) for x in (0, 32)]
+    assert sorted(found) == [[1], [2], [3], [4]]
+    assert quadrants.mse == pytest.approx(2 * (32**2 - 1) / 12 / 63**2, rel=1e-5)
 
 
 # --- No data and dtypes (issue 7) ---------------------------------------------------------

@@ -20,6 +20,14 @@ from typing import TYPE_CHECKING, Any
 import dask.array as da
 import numpy as np
 import zarr
+from ome_zarr_models.base import BaseAttrs
+from ome_zarr_models.common.omero import Channel, Omero, Window
+from ome_zarr_models.v05.axes import Axis
+from ome_zarr_models.v05.image import ImageAttrs
+from ome_zarr_models.v05.image_label import ImageLabelAttrs
+from ome_zarr_models.v05.image_label_types import Color, Label, Source
+from ome_zarr_models.v05.labels import LabelsAttrs
+from ome_zarr_models.v05.multiscales import Dataset, Multiscale
 
 from pipeline.io.pyramid import downsample_image, downsample_labels
 
@@ -40,30 +48,100 @@ class SpatialMeta:
     unit: str | None = None
 
 
-def _axes(spatial: SpatialMeta, with_channel: bool) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = [{"name": "c", "type": "channel"}] if with_channel else []
-    for name in spatial.axes:
-        axis: dict[str, Any] = {"name": name, "type": "space"}
-        if spatial.unit:
-            axis["unit"] = spatial.unit
-        out.append(axis)
+@dataclass(frozen=True)
+class Downsampling:
+    """How the levels of a pyramid were made: the NGFF ``multiscales`` ``type`` and ``metadata``.
+
+    NGFF 0.5 recommends (and its strict schema requires) both; ``metadata`` follows the spec's
+    example keys: ``description``, ``method`` (the function), ``version`` and ``kwargs``.
+    """
+
+    type: str
+    description: str
+    method: str
+
+    def metadata(self) -> dict[str, Any]:
+        from pipeline import __version__
+
+        return {
+            "description": self.description,
+            "method": self.method,
+            "version": __version__,
+            "kwargs": {"factor": 2, "axes": ["y", "x"]},
+        }
+
+
+#: The recoloured image: each level is the 2x2 mean of the one above (odd edges trimmed).
+IMAGE_DOWNSAMPLING = Downsampling(
+    type="mean",
+    description="2x2 mean in y and x of the level above; odd edges trimmed, integers round "
+    "half up, NaN ignored",
+    method="pipeline.io.pyramid.downsample_image",
+)
+#: The label image: every second pixel in y and x (labels never blend).
+LABEL_DOWNSAMPLING = Downsampling(
+    type="nearest",
+    description="every second pixel in y and x of the level above (labels are never blended)",
+    method="pipeline.io.pyramid.downsample_labels",
+)
+
+
+def _axes(spatial: SpatialMeta, with_channel: bool) -> list[Axis]:
+    out = [Axis(name="c", type="channel")] if with_channel else []
+    out += [Axis(name=name, type="space", unit=spatial.unit or None) for name in spatial.axes]
     return out
 
 
-def _multiscale(name: str, spatial: SpatialMeta, n_levels: int, with_channel: bool) -> dict:
+def multiscale(
+    name: str,
+    spatial: SpatialMeta,
+    n_levels: int,
+    with_channel: bool,
+    downsampling: Downsampling,
+) -> Multiscale:
+    """NGFF ``multiscales`` entry of a pyramid whose level ``n`` is halved ``n`` times in y, x.
+
+    Parameters
+    ----------
+    name : str
+        Name of the multiscale image.
+    spatial : SpatialMeta
+        Spatial axes, spacing (physical units per pixel of level 0) and unit.
+    n_levels : int
+        Number of levels, stored at paths ``"0"`` .. ``str(n_levels - 1)``.
+    with_channel : bool
+        Whether a leading ``c`` axis precedes the spatial axes.
+    downsampling : Downsampling
+        The method recorded as ``type`` and ``metadata``.
+
+    Returns
+    -------
+    ome_zarr_models.v05.multiscales.Multiscale
+        Validated by the library (axis order and types, scales ordered from fine to coarse).
+    """
     datasets = []
     for level in range(n_levels):
         factor = [1.0] * (len(spatial.axes) - 2) + [2.0**level] * 2
         scale = [float(s) * f for s, f in zip(spatial.spacing, factor, strict=True)]
         datasets.append(
-            {
-                "path": str(level),
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": ([1.0] if with_channel else []) + scale}
-                ],
-            }
+            Dataset.build(
+                path=str(level),
+                scale=([1.0] if with_channel else []) + scale,
+                translation=None,
+            )
         )
-    return {"name": name, "axes": _axes(spatial, with_channel), "datasets": datasets}
+    return Multiscale(
+        axes=_axes(spatial, with_channel),
+        datasets=tuple(datasets),
+        name=name,
+        type=downsampling.type,
+        metadata=downsampling.metadata(),
+    )
+
+
+def _attrs(model: BaseAttrs) -> dict[str, Any]:
+    """The JSON of an ``ome`` attributes model, as written under the group's ``ome`` key."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 #: Zstandard level of the output chunks. Level 1 compresses recoloured and label images about
@@ -136,50 +214,77 @@ def write_image_pyramid(
     n_levels: int,
     *,
     name: str,
-    channel_first: bool = False,
-    omero: dict[str, Any] | None = None,
+    channel_first: bool = True,
+    omero: Omero | dict[str, Any] | None = None,
 ) -> list[Any]:
     """Create the multiscale image arrays in ``group`` and return lazy store tasks.
 
-    ``image`` has spatial axes first and an optional trailing channel axis; it is stored with
-    the channel axis first as NGFF requires. With ``channel_first``, ``image`` already has its
-    channel axis first (no transposing copy). ``omero`` (see :func:`image_omero`) is written
-    beside the multiscales so viewers show the channels in their colours.
+    Parameters
+    ----------
+    group : zarr.Group
+        The image group (created by kmseg); its ``ome`` attributes are written here.
+    image : dask.array.Array
+        ``(c, [z,] y, x)`` with a channel axis, ``([z,] y, x)`` without one (grey images and
+        volumes are stored without a ``c`` axis).
+    spatial : SpatialMeta
+        Spatial axes, spacing and unit.
+    n_levels : int
+        Pyramid levels including full resolution (see :func:`pipeline.io.pyramid.n_levels`).
+    name : str
+        Name of the multiscale image.
+    channel_first : bool
+        Must be true (the channel axis, if any, is first); kept for callers that pass it.
+    omero : Omero or dict, optional
+        Rendering settings (see :func:`image_omero`), written beside the multiscales so viewers
+        show the channels in their colours.
+
+    Returns
+    -------
+    list
+        Lazy ``dask.array.store`` results, one per level; nothing is computed here.
+
+    Raises
+    ------
+    ValueError
+        If ``channel_first`` is false.
     """
+    if not channel_first:
+        raise ValueError("write_image_pyramid takes the channel axis first")
     spatial_ndim = len(spatial.axes)
     with_channel = image.ndim > spatial_ndim
-    first = channel_first and with_channel
-    space = slice(1, None) if first else slice(0, spatial_ndim)
-    n_channels = (image.shape[0] if first else image.shape[-1]) if with_channel else 0
+    space = slice(image.ndim - spatial_ndim, None)
+    axes = _axes(spatial, with_channel)
     tasks = []
     level_image = image
     for level in range(n_levels):
         if level:
-            level_image = downsample_image(level_image, spatial_ndim, channel_first=first)
-        stored = level_image if first or not with_channel else da.moveaxis(level_image, -1, 0)
+            level_image = downsample_image(level_image)
         chunks = level_chunks(
             tuple(c[0] for c in image.chunks[space]),
             level_image.shape[space],
             level,
             spatial_ndim,
         )
-        chunks = ((n_channels,) if with_channel else ()) + chunks
+        chunks = ((image.shape[0],) if with_channel else ()) + chunks
         target = group.create_array(
             str(level),
-            shape=stored.shape,
-            dtype=stored.dtype,
+            shape=level_image.shape,
+            dtype=level_image.dtype,
             chunks=chunks,
             fill_value=0,
             compressors=output_compressors(),
             config=_ARRAY_CONFIG,
-            dimension_names=[a["name"] for a in _axes(spatial, with_channel)],
+            dimension_names=[a.name for a in axes],
         )
-        tasks.append(_store(stored, target))
-    group.attrs["ome"] = {
-        "version": NGFF_VERSION,
-        "multiscales": [_multiscale(name, spatial, n_levels, with_channel)],
+        tasks.append(_store(level_image, target))
+    if isinstance(omero, dict):
+        omero = Omero.model_validate(omero)
+    attrs = ImageAttrs(
+        version=NGFF_VERSION,
+        multiscales=[multiscale(name, spatial, n_levels, with_channel, IMAGE_DOWNSAMPLING)],
         **({"omero": omero} if omero else {}),
-    }
+    )
+    group.attrs["ome"] = _attrs(attrs)
     return tasks
 
 
@@ -188,13 +293,46 @@ def write_label_pyramid(
     labels: da.Array,
     spatial: SpatialMeta,
     n_levels: int,
-    colours: list[dict[str, Any]],
-    properties: list[dict[str, Any]] | None = None,
+    colours: Sequence[Color | dict[str, Any]],
+    *,
+    name: str = LABEL_NAME,
 ) -> list[Any]:
-    """Create ``labels/clusters`` in ``image_group`` and return lazy store tasks."""
+    """Create ``labels/<name>`` in ``image_group`` and return lazy store tasks.
+
+    Each call adds its label image to the ``labels`` group's list, so one image may carry
+    several (the clusters, a mask); all share the image's levels and chunks.
+
+    Parameters
+    ----------
+    image_group : zarr.Group
+        The image group the labels belong to (their ``source``).
+    labels : dask.array.Array
+        ``([z,] y, x)`` integer labels, 0 = no data, 1..k = clusters.
+    spatial : SpatialMeta
+        Spatial axes, spacing and unit (the image's).
+    n_levels : int
+        Pyramid levels, the image's number.
+    colours : sequence of Color or dict
+        ``image-label`` colours (see :func:`label_colours`).
+    name : str
+        Name of the label image (default ``clusters``).
+
+    Returns
+    -------
+    list
+        Lazy ``dask.array.store`` results, one per level.
+
+    Raises
+    ------
+    TypeError
+        If ``labels`` is not of an integer dtype (NGFF label images are integers).
+    """
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"label images hold integers, not {labels.dtype}")
     labels_group = image_group.require_group("labels")
-    labels_group.attrs["ome"] = {"version": NGFF_VERSION, "labels": [LABEL_NAME]}
-    group = labels_group.require_group(LABEL_NAME)
+    listed = [n for n in labels_group.attrs.get("ome", {}).get("labels", []) if n != name]
+    labels_group.attrs["ome"] = _attrs(LabelsAttrs(version=NGFF_VERSION, labels=[*listed, name]))
+    group = labels_group.require_group(name)
     tasks = []
     level_labels = labels
     full_chunks = tuple(c[0] for c in labels.chunks)
@@ -212,15 +350,19 @@ def write_label_pyramid(
             dimension_names=list(spatial.axes),
         )
         tasks.append(_store(level_labels, target))
-    image_label: dict[str, Any] = {"colors": colours, "source": {"image": "../../"}}
-    if properties:
-        image_label["properties"] = properties
-    group.attrs["ome"] = {
-        "version": NGFF_VERSION,
-        "image-label": image_label,
-        "multiscales": [_multiscale(LABEL_NAME, spatial, n_levels, with_channel=False)],
-        "omero": LABEL_OMERO,
-    }
+    attrs = ImageLabelAttrs(
+        version=NGFF_VERSION,
+        image_label=Label(
+            colors=tuple(Color.model_validate(c) for c in colours),
+            source=Source(image="../../"),
+        ),
+        multiscales=[
+            multiscale(name, spatial, n_levels, False, LABEL_DOWNSAMPLING)
+        ],
+    )
+    # The label omero is a plain dict: its channel has no window, which the Omero model
+    # requires (see LABEL_OMERO).
+    group.attrs["ome"] = _attrs(attrs) | {"omero": LABEL_OMERO}
     return tasks
 
 
@@ -245,7 +387,7 @@ def image_omero(
     *,
     channel_names: Sequence[str] = (),
     depth: int | None = None,
-) -> dict[str, Any]:
+) -> Omero:
     """``omero`` rendering settings of the recoloured image.
 
     Viewers (napari-ome-zarr, OMERO, vizarr) colour each channel and map its ``window`` to the
@@ -274,10 +416,9 @@ def image_omero(
 
     Returns
     -------
-    dict
-        ``{"channels": [...], "rdefs": {...}}`` as in OME-NGFF's transitional ``omero``
-        metadata: ``color`` (hex RGB), ``window`` (``min``, ``max``, ``start``, ``end``),
-        ``label``, ``active``.
+    ome_zarr_models.common.omero.Omero
+        OME-NGFF's transitional ``omero`` metadata: per channel ``color`` (hex RGB), ``window``
+        (``min``, ``max``, ``start``, ``end``), ``label`` and ``active``; ``rdefs``.
     """
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
@@ -294,33 +435,39 @@ def image_omero(
             label = channel_names[c]
         else:
             label = "value" if n_channels <= 1 else f"c{c}"
-        entry: dict[str, Any] = {"label": label, "active": False, "color": "FFFFFF"}
+        colour_hex, active = "FFFFFF", False
         window = full
         if c in features:
             position = features.index(c)
             if colour and position < 3:
-                entry.update(color=RGB_COLOURS[position], active=True)
+                colour_hex, active = RGB_COLOURS[position], True
             elif not colour and position == 0:
-                entry["active"] = True
+                active = True
                 values = centres[:, position] if centres.size else np.array(full)
                 low, high = float(values.min()), float(values.max())
                 if dtype.kind in "iu":  # the recoloured image holds the rounded centres
                     low, high = float(np.rint(low)), float(np.rint(high))
                 window = (low, high if high > low else low + 1.0)
-        entry["window"] = {
-            "min": min(full[0], window[0]),
-            "max": max(full[1], window[1]),
-            "start": window[0],
-            "end": window[1],
-        }
-        channels.append(entry)
+        channels.append(
+            Channel(
+                color=colour_hex,
+                window=Window(
+                    min=min(full[0], window[0]),
+                    max=max(full[1], window[1]),
+                    start=window[0],
+                    end=window[1],
+                ),
+                label=label,
+                active=active,
+            )
+        )
     rdefs: dict[str, Any] = {"model": "color" if colour else "greyscale", "defaultT": 0}
     if depth:
         rdefs["defaultZ"] = int(depth) // 2
-    return {"channels": channels, "rdefs": rdefs}
+    return Omero(channels=channels, rdefs=rdefs)
 
 
-def label_colours(display_rgb: np.ndarray) -> list[dict[str, Any]]:
+def label_colours(display_rgb: np.ndarray) -> list[Color]:
     """``image-label`` colours: label 0 transparent, labels 1..k visibly distinct.
 
     ``display_rgb`` holds the centres' colours in [0, 1], ``(k, 3)``, or is ``(k, 0)`` when
@@ -330,13 +477,13 @@ def label_colours(display_rgb: np.ndarray) -> list[dict[str, Any]]:
     from pipeline.io.colours import label_rgb
 
     rgb, _ = label_rgb(display_rgb)
-    colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
+    colours = [Color(label_value=0, rgba=(0, 0, 0, 0))]
     for i, (r, g, b) in enumerate(rgb.tolist(), start=1):
-        colours.append({"label-value": i, "rgba": [r, g, b, 255]})
+        colours.append(Color(label_value=i, rgba=(int(r), int(g), int(b), 255)))
     return colours
 
 
-def omero_for(source: ImageSource, spec: FeatureSpec, centres: np.ndarray) -> dict[str, Any]:
+def omero_for(source: ImageSource, spec: FeatureSpec, centres: np.ndarray) -> Omero:
     """:func:`image_omero` of an input's recoloured image (``centres`` in feature units)."""
     return image_omero(
         source.n_channels,

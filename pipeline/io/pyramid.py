@@ -53,23 +53,21 @@ def _mean_2x2_planes(block, out):  # pragma: no cover - compiled
                 out[p, i, j] = (total + np.uint32(2)) // np.uint32(4)
 
 
-def mean_2x2(block: np.ndarray, spatial_ndim: int, channel_first: bool = False) -> np.ndarray:
-    """Mean of each 2x2 group of pixels in y and x (even-sized block); integers round half up.
+def mean_2x2(block: np.ndarray) -> np.ndarray:
+    """Mean of each 2x2 group of pixels in the last two axes (y, x; even sizes), same dtype.
 
-    Strided sums in a wider integer type are about ten times faster than a float mean. With
-    ``channel_first``, y and x are the last two axes whatever ``spatial_ndim``.
+    Integers round half up (``(a + b + c + d + 2) // 4``, in a wider integer type); floats
+    ignore NaN (a group of only NaN stays NaN). uint8 and uint16 take a compiled loop; other
+    dtypes strided sums, about ten times faster than a float mean.
     """
-    if channel_first or block.ndim == spatial_ndim:
-        y, x = block.ndim - 2, block.ndim - 1
-        if block.dtype in (np.uint8, np.uint16) and block.size:
-            planes = np.ascontiguousarray(block).reshape((-1, *block.shape[-2:]))
-            out = np.empty(
-                (planes.shape[0], planes.shape[1] // 2, planes.shape[2] // 2), dtype=block.dtype
-            )
-            _mean_2x2_planes(planes, out)
-            return out.reshape(block.shape[:-2] + out.shape[1:])
-    else:
-        y, x = spatial_ndim - 2, spatial_ndim - 1
+    if block.dtype in (np.uint8, np.uint16) and block.size:
+        planes = np.ascontiguousarray(block).reshape((-1, *block.shape[-2:]))
+        out = np.empty(
+            (planes.shape[0], planes.shape[1] // 2, planes.shape[2] // 2), dtype=block.dtype
+        )
+        _mean_2x2_planes(planes, out)
+        return out.reshape(block.shape[:-2] + out.shape[1:])
+    y, x = block.ndim - 2, block.ndim - 1
 
     def take(a: np.ndarray, axis: int, start: int) -> np.ndarray:
         index = [slice(None)] * a.ndim
@@ -109,15 +107,20 @@ def even_chunks(chunks: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def downsample_image(image: da.Array, spatial_ndim: int, channel_first: bool = False) -> da.Array:
-    """Halve y and x by 2x2 mean (odd edges trimmed), keeping the dtype; NaN is ignored.
+def downsample_image(image: da.Array) -> da.Array:
+    """Halve the last two axes (y, x) by 2x2 mean (odd edges trimmed), keeping the dtype.
 
-    With ``channel_first``, y and x are the last two axes of ``image``.
+    Parameters
+    ----------
+    image : dask.array.Array
+        ``([c,] [z,] y, x)``: channels, if any, first (as stored in NGFF).
+
+    Returns
+    -------
+    dask.array.Array
+        y and x halved (rounded down), chunks halved with them; see :func:`mean_2x2`.
     """
-    if channel_first:
-        axes = (image.ndim - 2, image.ndim - 1)
-    else:
-        axes = (spatial_ndim - 2, spatial_ndim - 1)
+    axes = (image.ndim - 2, image.ndim - 1)
     trimmed = image[
         tuple(slice(0, s - s % 2) if a in axes else slice(None) for a, s in enumerate(image.shape))
     ]
@@ -130,8 +133,6 @@ def downsample_image(image: da.Array, spatial_ndim: int, channel_first: bool = F
     return da.map_blocks(
         mean_2x2,
         even,
-        spatial_ndim=spatial_ndim,
-        channel_first=channel_first,
         chunks=halved,
         dtype=image.dtype,
         meta=np.empty((0,) * image.ndim, image.dtype),

@@ -1,5 +1,10 @@
 """Zarr v2/v3 arrays and OME-Zarr (NGFF 0.4 and 0.5) images.
 
+OME metadata of 0.4 and 0.5 images is parsed and validated with the spec's pydantic models
+(``ome-zarr-models``); the older 0.1-0.3 layouts, which it has no models for, are read by hand.
+A group without OME metadata holding one array, or a bare array, is read as plain Zarr (axes from
+v3 dimension names or inferred from the shape).
+
 The store is opened from a path string, so any URL that zarr understands (``s3://...`` with
 fsspec) goes through the same code. Each task opens the array (cached per process) and reads
 its region.
@@ -13,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from pydantic import ValidationError
 
 from pipeline.errors import InputError
 from pipeline.readers.base import ImageSource, ReadOptions
@@ -54,15 +60,19 @@ class ZarrBlockReader(RegionReader):
         return to_presented(block, self.order)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Multiscale:
     """The parts of an OME multiscales entry that the reader uses."""
 
-    axes: list[dict[str, Any]]
-    datasets: list[dict[str, Any]]
-    transforms: list[dict[str, Any]]
+    axis_names: tuple[str, ...]  # lower-case; empty for 0.1-0.2 (always tczyx)
+    units: tuple[str | None, ...]
+    paths: tuple[str, ...]  # of the datasets, full resolution first
+    scales: tuple[tuple[float, ...] | None, ...]  # per dataset, the whole-image scale applied
     channel_labels: tuple[str, ...]
     version: str | None
+
+    def level_of(self, array_path: str) -> int | None:
+        return self.paths.index(array_path) if array_path in self.paths else None
 
 
 def open_zarr(
@@ -100,7 +110,7 @@ def _open_node(
     path: str, node: Any, level: int, array_path: str | None, options: ReadOptions
 ) -> ImageSource:
     multiscale: _Multiscale | None = None
-    dataset: dict[str, Any] | None = None
+    dataset: int | None = None  # the level read, an index into the multiscale's datasets
     root, inner = path, ""
     if isinstance(node, zarr.Array):
         if array_path:
@@ -113,19 +123,16 @@ def _open_node(
         multiscale = _multiscale(path, dict(node.attrs))
         if array_path:
             inner = array_path.strip("/")
-            dataset = next(
-                (d for d in (multiscale.datasets if multiscale else []) if d["path"] == inner),
-                None,
-            )
+            dataset = multiscale.level_of(inner) if multiscale else None
         elif multiscale is not None:
-            if not 0 <= level < len(multiscale.datasets):
+            if not 0 <= level < len(multiscale.paths):
                 raise InputError(
                     path,
                     f"pyramid level {level} out of range (the image has "
-                    f"{len(multiscale.datasets)})",
+                    f"{len(multiscale.paths)})",
                 )
-            dataset = multiscale.datasets[level]
-            inner = str(dataset["path"])
+            dataset = level
+            inner = multiscale.paths[level]
         else:
             names = sorted(name for name, _ in node.arrays())
             if len(names) != 1:
@@ -178,39 +185,108 @@ def _open_node(
         format="ome-zarr" if multiscale else "zarr",
         metadata={
             "array_path": inner,
-            "level": multiscale.datasets.index(dataset) if multiscale and dataset else level,
+            "level": dataset if multiscale and dataset is not None else level,
             "zarr_format": int(array.metadata.zarr_format),
             **({"ome_version": multiscale.version} if multiscale and multiscale.version else {}),
         },
     )
 
 
+def _multiscale_model(version: Any) -> Any:
+    """The ``ome-zarr-models`` model of one multiscales entry of an NGFF ``version``, if any."""
+    if version == "0.5":
+        from ome_zarr_models.v05.multiscales import Multiscale
+
+        return Multiscale
+    if version == "0.4":
+        from ome_zarr_models.v04.multiscales import Multiscale as MultiscaleV04
+
+        return MultiscaleV04
+    return None
+
+
+def _vector_scale(transforms: Any) -> tuple[float, ...] | None:
+    """The scale vector of a model's coordinate transformations (None for a path or none)."""
+    for transform in transforms or ():
+        scale = getattr(transform, "scale", None)
+        if getattr(transform, "type", None) == "scale" and isinstance(scale, list):
+            return tuple(float(v) for v in scale)
+    return None
+
+
 def _multiscale(path: str, attrs: dict[str, Any]) -> _Multiscale | None:
-    """The first OME multiscales entry of group attributes (0.4: top level, 0.5: ``ome``)."""
+    """The first OME multiscales entry of group attributes (0.4: top level, 0.5: ``ome``).
+
+    Raises
+    ------
+    InputError
+        If the entry does not validate against its version's model (0.4, 0.5) or is malformed.
+    """
     ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else attrs
     entries = ome.get("multiscales")
     if not entries:
         return None
     try:
         entry = entries[0]
-        axes = [a if isinstance(a, dict) else {"name": a} for a in entry.get("axes", [])]
-        datasets = [dict(d) for d in entry["datasets"]]
-        for d in datasets:
-            d["path"] = str(d["path"]).strip("/")
+        version = ome.get("version") or entry.get("version")
         channels = (ome.get("omero") or {}).get("channels") or []
         labels = tuple(str(c.get("label", "")) for c in channels)
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise InputError(path, f"malformed OME multiscales metadata ({exc})") from None
+    model = _multiscale_model(version)
+    if model is None:
+        parsed = _legacy_multiscale(path, entry)
+    else:
+        try:
+            multiscale = model.model_validate(entry)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise InputError(
+                path,
+                f"invalid OME-Zarr {version} multiscales metadata "
+                f"({where + ': ' if where else ''}{error['msg']})",
+            ) from None
+        whole = _vector_scale(multiscale.coordinateTransformations)
+        scales = []
+        for dataset in multiscale.datasets:
+            scale = _vector_scale(dataset.coordinateTransformations)
+            if scale is not None and whole is not None and len(whole) == len(scale):
+                scale = tuple(a * b for a, b in zip(scale, whole, strict=True))
+            scales.append(scale)
+        parsed = (
+            tuple(str(a.name).lower() for a in multiscale.axes),
+            tuple(a.unit if isinstance(a.unit, str) else None for a in multiscale.axes),
+            tuple(d.path.strip("/") for d in multiscale.datasets),
+            tuple(scales),
+        )
+    names, units, paths, scales = parsed
     return _Multiscale(
-        axes=axes,
-        datasets=datasets,
-        transforms=list(entry.get("coordinateTransformations") or []),
+        axis_names=names,
+        units=units,
+        paths=paths,
+        scales=scales,
         channel_labels=labels if all(labels) else (),
-        version=ome.get("version") or entry.get("version"),
+        version=version,
     )
 
 
-def _parent_multiscale(path: str) -> tuple[_Multiscale | None, dict[str, Any] | None]:
+def _legacy_multiscale(
+    path: str, entry: dict[str, Any]
+) -> tuple[tuple[str, ...], tuple[None, ...], tuple[str, ...], tuple[None, ...]]:
+    """Axis names and dataset paths of an OME-Zarr 0.1-0.3 entry (no units, no scales)."""
+    try:
+        names = tuple(
+            str(a.get("name", "") if isinstance(a, dict) else a).lower()
+            for a in entry.get("axes", [])
+        )
+        paths = tuple(str(d["path"]).strip("/") for d in entry["datasets"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InputError(path, f"malformed OME multiscales metadata ({exc})") from None
+    return names, (None,) * len(names), paths, (None,) * len(paths)
+
+
+def _parent_multiscale(path: str) -> tuple[_Multiscale | None, int | None]:
     """OME metadata of the group above an array path (``image.zarr/0``), if there is one."""
     if "/" not in path:
         return None, None
@@ -222,8 +298,8 @@ def _parent_multiscale(path: str) -> tuple[_Multiscale | None, dict[str, Any] | 
     multiscale = _multiscale(path, dict(group.attrs))
     if multiscale is None:
         return None, None
-    dataset = next((d for d in multiscale.datasets if d["path"] == name), None)
-    return (multiscale, dataset) if dataset is not None else (None, None)
+    level = multiscale.level_of(name)
+    return (multiscale, level) if level is not None else (None, None)
 
 
 def _axis_names(
@@ -231,7 +307,7 @@ def _axis_names(
 ) -> list[str] | None:
     """Lower-case axis names from OME metadata or v3 dimension names; None when unknown."""
     if multiscale is not None:
-        names = [str(a.get("name", "")).lower() for a in multiscale.axes]
+        names = list(multiscale.axis_names)
         if not names and len(shape) == 5:
             names = list("tczyx")  # OME-Zarr 0.1-0.3 images are always 5-D tczyx
         if names:
@@ -266,19 +342,15 @@ def _map_axes(path: str, names: list[str], shape: tuple[int, ...]) -> tuple[str,
 
 def _spacing(
     multiscale: _Multiscale | None,
-    dataset: dict[str, Any] | None,
+    dataset: int | None,
     spatial: list[int],
     ndim: int,
 ) -> tuple[tuple[float, ...], str | None]:
+    """Spacing and common unit of the spatial axes (stored indices ``spatial``) of a level."""
     if multiscale is None or dataset is None:
         return (1.0,) * len(spatial), None
-    scale = np.ones(ndim)
-    for transforms in (dataset.get("coordinateTransformations"), multiscale.transforms):
-        for t in transforms or []:
-            if t.get("type") == "scale" and len(t.get("scale", [])) == ndim:
-                scale = scale * np.asarray(t["scale"], dtype=float)
-    units = [
-        normalize_unit(multiscale.axes[a].get("unit")) if multiscale.axes else None
-        for a in spatial
-    ]
+    scale = multiscale.scales[dataset]
+    if scale is None or len(scale) != ndim:
+        scale = (1.0,) * ndim
+    units = [normalize_unit(multiscale.units[a]) if multiscale.units else None for a in spatial]
     return common_unit([float(scale[a]) for a in spatial], units)

@@ -136,7 +136,9 @@ def run_batch(plan: Plan, executor: Executor, model: Any = None) -> BatchResults
 def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     config = plan.config
     started = time.perf_counter()
-    root, done = _open_root(plan)
+    resume = _resumable(plan)
+    done = _finished(plan) if resume else set()
+    root = _LazyRoot(plan, resume)
     todo = [job for job in plan.jobs if job.name not in done]
     quiet = config.quiet
     if done:  # a warning, shown even with quiet: the run does less than the command says
@@ -159,7 +161,7 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
             bar.close()
     if plan.grouped:
         finished = [job.name for job in plan.jobs if job.name in done or job.name in results]
-        root.attrs["kmseg"] = {
+        root.get().attrs["kmseg"] = {
             **_root_attrs(plan, "partial" if failed else "complete"),
             "outputs": finished,
             "failed": [
@@ -215,34 +217,75 @@ def check_same_job(path: str, config: JobConfig) -> None:
         )
 
 
-def _open_root(plan: Plan) -> tuple[Any, set[str]]:
-    """The output's root group and the inputs already finished in it (resume)."""
+def _resumable(plan: Plan) -> bool:
+    """True when the output is an unfinished (or partial) batch of this job to resume."""
     import zarr
 
-    from pipeline.outputs import create_root, output_status
+    from pipeline.outputs import output_status
 
     config = plan.config
-    path = config.output
-    if not plan.grouped:
-        return create_root(path, config.overwrite), set()
-    status = output_status(path)
-    if status in ("incomplete", "partial") and not config.overwrite:
-        root = zarr.open_group(path, mode="r+", zarr_format=3)
-        before = root.attrs.get("kmseg", {})
-        if isinstance(before, dict) and before.get("layout") == "groups":
-            check_same_job(path, config)
-            done = set()
+    if not plan.grouped or config.overwrite:
+        return False
+    if output_status(config.output) not in ("incomplete", "partial"):
+        return False
+    before = zarr.open_group(config.output, mode="r", zarr_format=3).attrs.get("kmseg", {})
+    if not (isinstance(before, dict) and before.get("layout") == "groups"):
+        return False
+    check_same_job(config.output, config)
+    return True
+
+
+def _finished(plan: Plan) -> set[str]:
+    """Inputs an earlier run of this batch finished (their group says complete); reads only."""
+    import zarr
+
+    root = zarr.open_group(plan.config.output, mode="r", zarr_format=3)
+    names = {job.name for job in plan.jobs}
+    done = set()
+    for name, group in root.groups():
+        meta = group.attrs.get("kmseg", {})
+        if name in names and isinstance(meta, dict) and meta.get("status") == "complete":
+            done.add(name)
+    return done
+
+
+class _LazyRoot:
+    """The output's root group, created (or reopened to resume) when first needed, so that a
+    job that fails before writing anything leaves no output behind."""
+
+    def __init__(self, plan: Plan, resume: bool) -> None:
+        self.plan = plan
+        self.resume = resume
+        self.root: Any = None
+
+    @property
+    def opened(self) -> bool:
+        return self.root is not None
+
+    def get(self) -> Any:
+        if self.root is None:
+            self.root = self._open()
+        return self.root
+
+    def _open(self) -> Any:
+        import zarr
+
+        from pipeline.outputs import create_root
+
+        plan = self.plan
+        path = plan.config.output
+        if not plan.grouped:
+            return create_root(path, plan.config.overwrite)
+        if self.resume:
+            root = zarr.open_group(path, mode="r+", zarr_format=3)
             for name, group in list(root.groups()):
                 meta = group.attrs.get("kmseg", {})
-                if isinstance(meta, dict) and meta.get("status") == "complete":
-                    done.add(name)
-                else:
+                if not (isinstance(meta, dict) and meta.get("status") == "complete"):
                     del root[name]  # half written by the interrupted run
-            root.attrs["kmseg"] = _root_attrs(plan, "incomplete")
-            return root, done
-    root = create_root(path, config.overwrite)
-    root.attrs["kmseg"] = _root_attrs(plan, "incomplete")
-    return root, set()
+        else:
+            root = create_root(path, plan.config.overwrite)
+        root.attrs["kmseg"] = _root_attrs(plan, "incomplete")
+        return root
 
 
 # -- windows ------------------------------------------------------------------------------
@@ -344,8 +387,8 @@ def _report_failures(window: list[Working], failed: list[FailedInput], config: J
         failed.append(FailedInput(w.job.name, w.job.path, w.error))
         message = w.error if w.job.path in w.error else f"{w.job.path}: {w.error}"
         log.error("%s (skipped; on_error: continue)", message)
-        if w.job.group is not None and w.job.group in root:
-            del root[w.job.group]
+        if w.job.group is not None and root.opened and w.job.group in root.get():
+            del root.get()[w.job.group]
 
 
 # -- the stages of one window -------------------------------------------------------------
@@ -562,7 +605,7 @@ def _labeller(w: Working) -> Any:
     return w.fit.labeller or NearestCentreLabeller(w.spec, w.fit.centres)
 
 
-def _write(plan: Plan, window: list[Working], executor: Executor, root: Any,
+def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _LazyRoot,
            results: dict[str, SegmentationResult], warnings_from: int) -> None:
     config = plan.config
     t0 = time.perf_counter()
@@ -571,6 +614,7 @@ def _write(plan: Plan, window: list[Working], executor: Executor, root: Any,
     measured: dict[int, Any] = {}
 
     def build(w: Working) -> None:
+        root = lazy_root.get()
         if w.job.group is None:
             group = root
             group.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
@@ -608,6 +652,7 @@ def _write(plan: Plan, window: list[Working], executor: Executor, root: Any,
         w.timings["total_s"] = time.perf_counter() - w.started
         result = _result(config, w, np.asarray(stat), np.asarray(values),
                          warn.for_input(lines, w.job.path, paths))
+        root = lazy_root.get()
         group = root if w.job.group is None else root[w.job.group]
         group.attrs["kmseg"] = result.metadata
         results[w.job.name] = result

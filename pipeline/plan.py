@@ -39,6 +39,7 @@ from pipeline.chunking import (
 )
 from pipeline.config import JobConfig
 from pipeline.engines import FitParams, FitResult, TooFewValues, select_engine
+from pipeline.engines.krange import K_MAX, K_MIN, choose_k_auto
 from pipeline.errors import ConfigError, InputError
 from pipeline.execution import Executor, shared_path, uses_cluster
 from pipeline.features import FeatureSpec, make_feature_spec, needs_data_range
@@ -52,6 +53,7 @@ from pipeline.labels import (
     palette,
     recolour,
 )
+from pipeline.mask import Mask, apply_mask, mask_count, open_mask, write_mask_pyramid
 from pipeline.outputs import check_output, create_root, unique_names
 from pipeline.readers import ImageSource
 from pipeline.readers.urls import expand_urls, open_input
@@ -68,6 +70,12 @@ class ImageJob:
     spec: FeatureSpec | None = None
     fit: FitResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: The input's mask (``mask`` key); ``image`` and ``spec`` then carry it as no data.
+    mask: Mask | None = None
+    #: ``(image, spec)`` before the mask was applied (recolouring, models).
+    unmasked: tuple[da.Array, FeatureSpec] | None = None
+    #: The curve and choice of ``k: auto``.
+    k_choice: dict[str, Any] | None = None
 
 
 @dataclass
@@ -100,8 +108,11 @@ class Plan:
 
     def execute(self, executor: Executor) -> list[SegmentationResult]:
         """Run the job and return one result per input."""
+        auto_k = self.config.k == "auto"
+        k_min = int(getattr(self.config, "k_min", K_MIN))
+        k_max = int(getattr(self.config, "k_max", K_MAX))
         params = FitParams(
-            k=self.config.k,
+            k=k_max if auto_k else int(self.config.k),
             random_state=self.config.random_state,
             sample=self.config.sample,
             max_iter=self.config.max_iter,
@@ -109,6 +120,7 @@ class Plan:
             n_init=self.config.n_init,
         )
         started = time.perf_counter()
+        self._make_masks(executor)
         self._make_specs(executor)
         engines = {}
         for job in self.jobs:
@@ -124,13 +136,23 @@ class Plan:
             lazy.update(zip(pending, values, strict=True))
         summary_s = time.perf_counter() - t0
 
+        def compute(*collections: Any) -> tuple:
+            return executor.compute(*collections, label="sampling for k auto")
+
         def fit(job: ImageJob) -> FitResult:
             with _naming(job):
-                return engines[job.name].fit(lazy[job.name], job.image, job.spec, params)
+                engine, job_params = engines[job.name], params
+                if auto_k:
+                    k, job.k_choice = choose_k_auto(
+                        engine, lazy[job.name], job.image, job.spec, params, k_min, k_max,
+                        compute,
+                    )
+                    job_params = dataclasses.replace(params, k=k)
+                return engine.fit(lazy[job.name], job.image, job.spec, job_params)
 
         t0 = time.perf_counter()
         described = ", ".join(f"{j.name} ({engines[j.name].name})" for j in self.jobs)
-        self._say(f"fitting k={params.k}: {described}")
+        self._say(f"fitting k={self.config.k}: {described}")
         with ThreadPoolExecutor(max_workers=max(1, len(self.jobs))) as pool:
             for job, result in zip(self.jobs, pool.map(fit, self.jobs), strict=True):
                 job.fit = result
@@ -142,6 +164,17 @@ class Plan:
     def _say(self, message: str) -> None:
         if not self.config.quiet:
             print(f"kmseg: {message}", file=sys.stderr, flush=True)
+
+    def _make_masks(self, executor: Executor) -> None:
+        """Open every input's mask (``mask`` key): files lazily, ``auto`` on a thumbnail."""
+        value = getattr(self.config, "mask", None)
+        if not value:
+            return
+        for job in self.jobs:
+            job.mask = open_mask(
+                value, job.source, job.image, self.config.read_options(),
+                lambda *lazy: executor.compute(*lazy, label="finding the mask"),
+            )
 
     def _make_specs(self, executor: Executor) -> None:
         """Feature specs of every input; data ranges (floats, integers wider than 16 bits) of
@@ -164,6 +197,9 @@ class Plan:
                         tuple(self.config.valid_range) if self.config.valid_range else None
                     ),
                 )
+            if job.mask is not None:
+                job.unmasked = (job.image, job.spec)
+                job.image, job.spec = apply_mask(job.image, job.spec, job.mask)
         ranged = [job for job in self.jobs if needs_data_range(job.source.dtype)]
         if not ranged:
             return
@@ -176,6 +212,8 @@ class Plan:
                 rules = "; ".join(job.spec.no_data_rules) or "no pixels"
                 raise InputError(job.source.path, f"no pixel has data (no data: {rules})")
             job.spec = job.spec.with_range(*found)
+            if job.unmasked is not None:
+                job.unmasked = (job.unmasked[0], job.unmasked[1].with_range(*found))
             job.timings["range_s"] = time.perf_counter() - t0
 
     def _write(self, executor: Executor, started: float) -> list[SegmentationResult]:
@@ -184,6 +222,7 @@ class Plan:
         root.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
         tasks: list[Any] = []
         stats = []
+        counts: dict[str, Any] = {}
         for job in self.jobs:
             assert job.fit is not None and job.spec is not None
             group = root.require_group(job.name) if self.multi else root
@@ -192,7 +231,10 @@ class Plan:
             labeller = job.fit.labeller or NearestCentreLabeller(job.spec, centres)
             labels = label_image(job.image, job.spec, labeller, len(centres))
             table = palette(job.spec, centres, job.source.dtype, job.fit.values)
-            recoloured = recolour(labels, job.image, job.spec, table)
+            # Recoloured from the unmasked image: no appended mask channel; outside the mask
+            # the palette's no-data row, an input alpha passes through.
+            plain = job.unmasked[0] if job.unmasked is not None else job.image
+            recoloured = recolour(labels, plain, job.spec, table)
             spatial = SpatialMeta(
                 axes=job.source.axes.replace("c", ""),
                 spacing=job.source.spacing,
@@ -205,6 +247,10 @@ class Plan:
             tasks += write_label_pyramid(
                 group, labels, spatial, levels, label_colours(_display_rgb(job.spec, centres))
             )
+            if job.mask is not None:
+                tasks += write_mask_pyramid(group, job.mask, spatial, levels)
+                if job.mask.fraction is None:
+                    counts[job.name] = mask_count(job.mask)
             stats.append(
                 job.fit.stats
                 if job.fit.stats is not None
@@ -212,16 +258,24 @@ class Plan:
             )
         lazy = [i for i, stat in enumerate(stats) if not isinstance(stat, np.ndarray)]
         computed = executor.compute(
-            *[stats[i] for i in lazy], *tasks, label="labelling and writing"
+            *[stats[i] for i in lazy], *counts.values(), *tasks, label="labelling and writing"
         )
         for i, value in zip(lazy, computed, strict=False):
             stats[i] = value
+        for name, value in zip(counts, computed[len(lazy):], strict=False):
+            counts[name] = int(value)
         write_s = time.perf_counter() - t0
         results = []
         for job, stat in zip(self.jobs, stats, strict=True):
             job.timings["label_write_s"] = write_s
             job.timings["total_s"] = time.perf_counter() - started
             result = _result(self.config, job, stat, [j.source.path for j in self.jobs])
+            if job.mask is not None:
+                inside = counts.get(job.name)
+                fraction = None if inside is None else inside / math.prod(job.mask.array.shape)
+                result.metadata["mask"] = _jsonable(job.mask.metadata(fraction))
+            if job.k_choice is not None:
+                result.metadata["k_choice"] = _jsonable(job.k_choice)
             group = root[job.name] if self.multi else root
             group.attrs["kmseg"] = result.metadata
             results.append(result)

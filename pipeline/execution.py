@@ -20,6 +20,7 @@ import dask
 
 from pipeline.config import JobConfig
 from pipeline.errors import ConfigError, KmsegError
+from pipeline.paths import is_url
 from pipeline.redaction import redact_url
 
 #: Seconds to wait for a remote scheduler before giving up (``connect_timeout``'s default).
@@ -217,7 +218,7 @@ def shared_path(path: str, config: JobConfig) -> str:
     Workers of a cluster do not share the client's working folder, so relative local paths
     would point elsewhere there.
     """
-    if not uses_cluster(config) or "://" in path or not path:
+    if not uses_cluster(config) or is_url(path) or not path:
         return path
     return os.path.abspath(path)
 

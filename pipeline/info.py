@@ -5,11 +5,21 @@ from __future__ import annotations
 import zarr
 
 from pipeline.errors import InputError
+from pipeline.lock import current_holder
 from pipeline.outputs import is_zarr_store
 
 
 def describe_output(path: str) -> str:
-    """A human-readable summary of a kmseg output store."""
+    """A human-readable summary of a kmseg output store.
+
+    An output whose root metadata does not say ``"status": "complete"`` (written last, once
+    everything else is) is reported as INCOMPLETE and nothing of it is described.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is not a kmseg output.
+    """
     if not is_zarr_store(path):
         raise InputError(path, "no such output store (no Zarr metadata there)")
     try:
@@ -19,10 +29,24 @@ def describe_output(path: str) -> str:
     meta = root.attrs.get("kmseg")
     if meta is None:
         raise InputError(path, "not a kmseg output (no 'kmseg' metadata)")
-    lines = [f"{path}: kmseg {meta.get('version', '?')} output, status {meta.get('status', '?')}"]
+    status = meta.get("status", "?") if isinstance(meta, dict) else "?"
+    lines = [f"{path}: kmseg {meta.get('version', '?')} output, status {status}"]
+    holder = current_holder(path)
+    if holder is not None:
+        lines.append(f"being written now by {holder.describe()}")
+    if status != "complete":
+        # Only the root's status, written last, says the whole output is finished; groups
+        # that say "complete" in an unfinished output may still miss the root's final write.
+        lines.append("INCOMPLETE: the job did not finish; rerun the same command to redo it")
+        return "\n".join(lines)
     names = meta.get("outputs")
-    groups = [(name, root[name]) for name in names] if names else [("", root)]
-    for name, group in groups:
+    for name in names or [""]:
+        try:
+            group = root[name] if name else root
+        except KeyError:
+            group = None
+        if not isinstance(group, zarr.Group):
+            raise InputError(path, f"the output lists {name!r} but holds no such group")
         lines += _describe_image(name, group)
     return "\n".join(lines)
 

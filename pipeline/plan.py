@@ -53,8 +53,9 @@ from pipeline.labels import (
     palette,
     recolour,
 )
+from pipeline.lock import OutputLock
 from pipeline.mask import Mask, apply_mask, mask_count, open_mask, write_mask_pyramid
-from pipeline.outputs import check_output, create_root, unique_names
+from pipeline.outputs import check_output, create_root, unique_names, writing
 from pipeline.readers import ImageSource
 from pipeline.readers.urls import expand_urls, open_input
 from pipeline.samples import resolve as resolve_sample
@@ -107,7 +108,14 @@ class Plan:
         return len(self.jobs) > 1
 
     def execute(self, executor: Executor) -> list[SegmentationResult]:
-        """Run the job and return one result per input."""
+        """Run the job and return one result per input.
+
+        The output's lock is held from start to end (:class:`pipeline.lock.OutputLock`).
+        """
+        with OutputLock(self.config.output):
+            return self._execute(executor)
+
+    def _execute(self, executor: Executor) -> list[SegmentationResult]:
         auto_k = self.config.k == "auto"
         k_min = int(getattr(self.config, "k_min", K_MIN))
         k_max = int(getattr(self.config, "k_max", K_MAX))
@@ -217,9 +225,15 @@ class Plan:
             job.timings["range_s"] = time.perf_counter() - t0
 
     def _write(self, executor: Executor, started: float) -> list[SegmentationResult]:
+        with writing(self.config.output):
+            return self._write_output(executor, started)
+
+    def _write_output(self, executor: Executor, started: float) -> list[SegmentationResult]:
         t0 = time.perf_counter()
         root = create_root(self.config.output, self.config.overwrite)
-        root.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
+        root.attrs["kmseg"] = {"version": __version__, "status": "incomplete"} | (
+            {"outputs": [job.name for job in self.jobs]} if self.multi else {}
+        )
         tasks: list[Any] = []
         stats = []
         counts: dict[str, Any] = {}

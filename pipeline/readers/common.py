@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import threading
@@ -12,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.paths import is_url
+from pipeline.readers.orientation import AS_STORED, Orientation
 
 #: OME-NGFF space unit for each spelling found in TIFF, OME-XML, ImageJ, NIfTI and Zarr metadata.
 _UNIT_ALIASES = {
@@ -52,12 +55,95 @@ class ReadError(InputError):
     """An :class:`InputError` raised inside a task (it pickles back from worker processes)."""
 
 
+#: NumPy dtype kinds that readers return: bool, signed and unsigned integers, floats.
+_READABLE_KINDS = "biuf"
+
+
+def pixel_dtype(path: str, dtype: Any) -> np.dtype:
+    """The native-byte-order, canonical form of a stored pixel dtype.
+
+    ``np.dtype("q")`` (C ``long long``, as tifffile reports 64-bit integers) and
+    ``np.dtype("l")`` compare equal but are distinct types that Zarr's dtype registry does not
+    match; the canonical form is the one ``np.dtype("<i8")`` gives.
+
+    Raises
+    ------
+    InputError
+        For dtypes kmseg cannot segment (complex, object, structured, strings, datetimes,
+        sub-arrays), naming the file and the dtype.
+    """
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise InputError(path, f"unsupported pixel data type {dtype!r}") from None
+    if dtype.kind not in _READABLE_KINDS or dtype.fields is not None or dtype.subdtype:
+        raise InputError(
+            path,
+            f"unsupported pixel data type {dtype.str} ({dtype.name}): kmseg reads bool, "
+            "integer and floating-point images",
+        )
+    return np.dtype(dtype.newbyteorder("=").str).newbyteorder("=")
+
+
+def check_size(path: str, shape: Sequence[int], axes: str, max_pixels: int) -> None:
+    """Refuse an image with an empty axis or more pixels than ``max_pixels``, from its header.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Declared shape, in the order of ``axes``.
+    axes : str
+        ``"yx"``, ``"yxc"``, ``"zyx"`` or ``"zyxc"``; the channel axis does not count as pixels.
+    max_pixels : int
+        The ``max_pixels`` config key.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the declared shape and how to proceed.
+    """
+    shape = tuple(int(n) for n in shape)
+    if any(n <= 0 for n in shape):
+        raise InputError(path, f"the image is empty (shape {shape}, axes {axes})")
+    pixels = math.prod(n for n, ax in zip(shape, axes, strict=False) if ax != "c")
+    if pixels > max_pixels:
+        raise InputError(
+            path,
+            f"the header declares {pixels:,} pixels (shape {shape}), more than max_pixels = "
+            f"{max_pixels:,}; raise max_pixels (--max-pixels) if the image is genuine",
+        )
+
+
+def check_decoded_size(path: str, nbytes: int, *, fraction: float = 0.5) -> None:
+    """Refuse an image that must be decoded whole when it would not fit in memory.
+
+    The limit is ``fraction`` of the memory available now
+    (:func:`pipeline.chunking.local_memory_bytes`); each process that reads the image holds
+    one decoded copy.
+
+    Raises
+    ------
+    InputError
+        Saying the size and to convert the file to a tiled TIFF or Zarr, read lazily.
+    """
+    from pipeline.chunking import local_memory_bytes
+
+    available = local_memory_bytes()
+    if nbytes > fraction * available:
+        raise InputError(
+            path,
+            f"this format is decoded whole and needs {nbytes / 2**30:.1f} GiB, more than "
+            f"{fraction:.0%} of the {available / 2**30:.1f} GiB of memory available; convert it "
+            "to a tiled TIFF or a Zarr array (read tile by tile), e.g. with tifffile or vips",
+        )
+
+
 def local_path(path: str) -> str:
     """Absolute form of a local path, as tasks may run in another working directory.
 
     URLs are returned as given.
     """
-    return path if "://" in path else os.path.abspath(path)
+    return path if is_url(path) else os.path.abspath(path)
 
 
 def file_stamp(path: str) -> tuple[int, int]:
@@ -164,6 +250,9 @@ class RegionReader:
     path: str
     shape: tuple[int, ...]
     dtype: np.dtype
+    #: How stored rows and columns are shown; ``shape`` is the displayed shape and ``_read``
+    #: receives stored boxes (a class default of "as stored"; readers may make it a field).
+    orientation: Orientation = AS_STORED
 
     @property
     def ndim(self) -> int:
@@ -172,6 +261,12 @@ class RegionReader:
     def _read(self, box: tuple[slice, ...]) -> np.ndarray:
         raise NotImplementedError
 
+    def _read_displayed(self, box: tuple[slice, ...]) -> np.ndarray:
+        orientation = self.orientation
+        if orientation.code == 1:
+            return self._read(box)
+        return orientation.apply(self._read(orientation.stored_box(box, self.shape)))
+
     def __getitem__(self, key: Any) -> np.ndarray:
         box, post = split_key(key, self.shape)
         expected = tuple(s.stop - s.start for s in box)
@@ -179,7 +274,7 @@ class RegionReader:
             out = np.empty(expected, dtype=self.dtype)
         else:
             try:
-                out = self._read(box)
+                out = self._read_displayed(box)
             except InputError:
                 raise
             except Exception as exc:

@@ -28,7 +28,13 @@ from pydicom.pixels import iter_pixels, pixel_array
 
 from pipeline.errors import InputError, KmsegWarning
 from pipeline.readers.base import ImageSource, ReadOptions
-from pipeline.readers.common import RegionReader, color_names, local_path
+from pipeline.readers.common import (
+    RegionReader,
+    check_size,
+    color_names,
+    local_path,
+    pixel_dtype,
+)
 from pipeline.readers.dicom_pixels import PixelModel, pixel_values, stored_dtype
 from pipeline.readers.dicom_series import Plane, arrange, attribute
 
@@ -257,6 +263,7 @@ def _build(
     channels = (samples,) if samples > 1 else ()
     shape = ((len(planes),) if volume else ()) + (rows, cols) + channels
     axes = ("zyx" if volume else "yx") + ("c" if samples > 1 else "")
+    check_size(path, shape, axes, options.max_pixels)
     metadata: dict[str, Any] = {
         "modality": str(first.get("Modality", "")),
         "series_uid": str(first.get("SeriesInstanceUID", "")),
@@ -271,7 +278,7 @@ def _build(
         planes=tuple((p.name, p.frame) for p in planes),
         multiframe=n_frames > 1,
         shape=shape,
-        dtype=np.dtype(values.model.dtype),
+        dtype=pixel_dtype(path, values.model.dtype),
         volume=volume,
         model=values.model,
     )

@@ -1,19 +1,26 @@
 """Choose a reader for a path, and expand globs and folders into input lists.
 
-The reader is chosen by suffix; a file without a known suffix by its first bytes (TIFF, PNG,
-JPEG, BMP, NumPy and DICOM files can be recognised that way); a folder is a
-Zarr store (it holds ``zarr.json``, ``.zarray`` or ``.zgroup``) or a DICOM series (it holds
-DICOM files). URLs (``s3://...``) are Zarr stores.
+Formats are a registry (:data:`READERS`) of :class:`ReaderEntry` objects, each saying whether it
+can open a path (as xarray's backend entrypoints do with ``guess_can_open``): by suffix, by the
+file's first bytes (TIFF, PNG, JPEG, BMP, NumPy and DICOM files can be recognised that way) or,
+for a folder, by its contents (a Zarr store holds ``zarr.json``, ``.zarray`` or ``.zgroup``; a
+DICOM series holds DICOM files). URLs (``s3://...``) are Zarr stores.
+
+Anything that is neither a regular file nor a folder (a FIFO, socket or device) is refused
+before it is opened: reading a FIFO would block for ever.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import InputError
+from pipeline.paths import is_url
 from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.dicom import is_dicom_file, open_dicom
 from pipeline.readers.nifti import open_nifti
@@ -22,28 +29,109 @@ from pipeline.readers.raster import PNG_SIGNATURE, open_raster
 from pipeline.readers.tiff import open_tiff
 from pipeline.readers.zarrstore import open_zarr
 
-#: Suffix -> format, longest suffixes first.
-SUFFIXES: tuple[tuple[str, str], ...] = (
-    (".nii.gz", "nifti"),
-    (".tiff", "tiff"),
-    (".tif", "tiff"),
-    (".btf", "tiff"),
-    (".tf2", "tiff"),
-    (".tf8", "tiff"),
-    (".svs", "tiff"),
-    (".ndpi", "tiff"),
-    (".zarr", "zarr"),
-    (".png", "raster"),
-    (".jpeg", "raster"),
-    (".jpg", "raster"),
-    (".jpe", "raster"),
-    (".bmp", "raster"),
-    (".npy", "npy"),
-    (".nii", "nifti"),
-    (".dcm", "dicom"),
-    (".dicom", "dicom"),
-)
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
+#: Bytes read from a file without a known suffix to recognise its format.
+SNIFF_BYTES = 132
+
+
+@dataclass(frozen=True)
+class ReaderEntry:
+    """One input format: how to recognise it and how to open it.
+
+    Attributes
+    ----------
+    name : str
+        Format name (``"tiff"``, ``"raster"``, ...), as :func:`suffix_format` returns it.
+    suffixes : tuple of str
+        Lower-case file or folder name endings, compound ones included (``".ome.tif"``).
+    open : callable
+        ``open(path, options) -> ImageSource``.
+    magic : callable or None
+        ``magic(first_bytes) -> bool``: recognises a file without a known suffix.
+    folder : callable or None
+        ``folder(path) -> bool``: recognises a folder that is one image.
+    levels, series, array_path : bool
+        Whether the format has pyramid levels, several series, arrays inside a group.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    open: Callable[[str, ReadOptions], ImageSource]
+    magic: Callable[[bytes], bool] | None = None
+    folder: Callable[[str], bool] | None = None
+    levels: bool = False
+    series: bool = False
+    array_path: bool = False
+
+    def guess_can_open(self, path: str) -> bool:
+        """True if the path's name ends with one of this format's suffixes."""
+        lower = os.fspath(path).lower().rstrip("/")
+        return lower.endswith(self.suffixes)
+
+
+def _is_zarr_folder(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, m)) for m in _ZARR_MARKERS)
+
+
+def _is_dicom_folder(path: str) -> bool:
+    names = [n for n in sorted(os.listdir(path)) if not n.startswith(".")]
+    files = [n for n in names if os.path.isfile(os.path.join(path, n))]
+    if any(DICOM.guess_can_open(n) for n in files):
+        return True
+    unknown = (n for n in files if suffix_format(n) is None)
+    return any(is_dicom_file(os.path.join(path, n)) for n in unknown)
+
+
+TIFF = ReaderEntry(
+    "tiff",
+    (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".btf", ".tf2", ".tf8", ".svs",
+     ".ndpi"),
+    lambda path, o: open_tiff(path, level=o.level, series=o.series, options=o),
+    magic=lambda head: head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"),
+    levels=True,
+    series=True,
+)
+ZARR = ReaderEntry(
+    "zarr",
+    (".ome.zarr", ".zarr"),
+    lambda path, o: open_zarr(path, level=o.level, array_path=o.array_path, options=o),
+    folder=_is_zarr_folder,
+    levels=True,
+    array_path=True,
+)
+RASTER = ReaderEntry(
+    "raster",
+    (".png", ".jpeg", ".jpg", ".jpe", ".bmp"),
+    lambda path, o: open_raster(path, options=o),
+    magic=lambda head: head[:8] == PNG_SIGNATURE or head[:3] == b"\xff\xd8\xff"
+    or head[:2] == b"BM",
+)
+NPY = ReaderEntry(
+    "npy", (".npy",), lambda path, o: open_npy(path, options=o),
+    magic=lambda head: head[:6] == b"\x93NUMPY",
+)
+# NIfTI needs its suffix: nibabel chooses the image class by it.
+NIFTI = ReaderEntry("nifti", (".nii.gz", ".nii"), lambda path, o: open_nifti(path, options=o))
+DICOM = ReaderEntry(
+    "dicom",
+    (".dcm", ".dicom"),
+    lambda path, o: open_dicom(path, series=o.series, options=o),
+    magic=lambda head: head[128:132] == b"DICM",
+    folder=_is_dicom_folder,
+    series=True,
+)
+
+#: Every format kmseg reads, in the order they are asked (Zarr folders before DICOM folders).
+READERS: tuple[ReaderEntry, ...] = (TIFF, ZARR, RASTER, NPY, NIFTI, DICOM)
+
+#: Suffix -> format, longest suffixes first.
+SUFFIXES: tuple[tuple[str, str], ...] = tuple(
+    sorted(((s, e.name) for e in READERS for s in e.suffixes), key=lambda p: -len(p[0]))
+)
+#: Every readable suffix, longest first (compound ones such as ``.ome.tif`` included): the one
+#: list for code that recognises or strips image suffixes.
+READABLE_SUFFIXES: tuple[str, ...] = tuple(s for s, _ in SUFFIXES)
+_BY_NAME = {e.name: e for e in READERS}
 
 
 def open_image(path: str, options: ReadOptions | None = None, **kwargs: Any) -> ImageSource:
@@ -56,77 +144,87 @@ def open_image(path: str, options: ReadOptions | None = None, **kwargs: Any) -> 
     options : ReadOptions, optional
         Level, series, array path, size limit and format options; built from ``kwargs``
         (``level=1``, ``series=2``, ...) when not given.
+
+    Raises
+    ------
+    InputError
+        For a missing path, a FIFO, socket or device, an unknown format, an option the format
+        does not have, or anything its reader refuses.
     """
     options = options or ReadOptions(**kwargs)
-    level, series, array_path = options.level, options.series, options.array_path
     path = os.fspath(path)
-    if "://" in path:
-        kind = "zarr"
-    elif not os.path.exists(path):
-        raise InputError(path, "no such file or directory")
-    elif os.path.isdir(path):
-        kind = folder_format(path)
-        if kind is None:
-            raise InputError(path, "the folder is neither a Zarr store nor a DICOM series")
-    else:
-        kind = suffix_format(path) or _sniff(path)
-        if kind is None or kind == "zarr":
-            raise InputError(path, "unsupported file format")
-    if array_path is not None and kind != "zarr":
+    entry = reader_for(path)
+    if options.array_path is not None and not entry.array_path:
         raise InputError(path, "array_path applies to Zarr stores only")
-    if level != 0 and kind not in ("tiff", "zarr"):
-        raise InputError(path, f"pyramid level {level} out of range (the image has 1)")
-    if series != 0 and kind not in ("tiff", "dicom"):
-        raise InputError(path, f"series {series} out of range (the file has 1)")
-    if kind == "tiff":
-        return open_tiff(path, level=level, series=series, options=options)
-    if kind == "zarr":
-        return open_zarr(path, level=level, array_path=array_path, options=options)
-    if kind == "dicom":
-        return open_dicom(path, series=series, options=options)
-    if kind == "nifti":
-        return open_nifti(path, options=options)
-    if kind == "raster":
-        return open_raster(path, options=options)
-    return open_npy(path, options=options)
+    if options.level != 0 and not entry.levels:
+        raise InputError(path, f"pyramid level {options.level} out of range (the image has 1)")
+    if options.series != 0 and not entry.series:
+        raise InputError(path, f"series {options.series} out of range (the file has 1)")
+    return entry.open(path, options)
+
+
+def reader_for(path: str) -> ReaderEntry:
+    """The registry entry that opens a path: by URL, folder contents, suffix or first bytes.
+
+    Raises
+    ------
+    InputError
+        If the path is missing, not a regular file or folder, or of no known format.
+    """
+    if is_url(path):
+        return ZARR
+    mode = check_file_kind(path)
+    if stat.S_ISDIR(mode):
+        entry = next((e for e in READERS if e.folder is not None and e.folder(path)), None)
+        if entry is None:
+            raise InputError(path, "the folder is neither a Zarr store nor a DICOM series")
+        return entry
+    entry = next((e for e in READERS if e.guess_can_open(path)), None) or _sniff(path)
+    if entry is None or entry is ZARR:
+        raise InputError(path, "unsupported file format")
+    return entry
+
+
+def check_file_kind(path: str) -> int:
+    """``st_mode`` of a path that is a regular file or a folder (symbolic links followed).
+
+    Raises
+    ------
+    InputError
+        If it does not exist or is a FIFO, socket, device or other special file; nothing is
+        opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(path, "no such file or directory") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot access ({exc.strerror or exc})") from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return mode
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    raise InputError(path, f"{kind}, not a regular file or folder: refused without reading it")
 
 
 def suffix_format(path: str) -> str | None:
     """The format a path's suffix names, or None."""
-    lower = path.lower().rstrip("/")
-    return next((kind for suffix, kind in SUFFIXES if lower.endswith(suffix)), None)
+    return next((e.name for e in READERS if e.guess_can_open(path)), None)
 
 
 def folder_format(path: str) -> str | None:
     """``"zarr"`` or ``"dicom"`` for a folder that is itself one image, else None."""
-    if any(os.path.exists(os.path.join(path, m)) for m in _ZARR_MARKERS):
-        return "zarr"
-    names = [n for n in sorted(os.listdir(path)) if not n.startswith(".")]
-    files = [n for n in names if os.path.isfile(os.path.join(path, n))]
-    if any(suffix_format(n) == "dicom" for n in files):
-        return "dicom"
-    unknown = (n for n in files if suffix_format(n) is None)
-    if any(is_dicom_file(os.path.join(path, n)) for n in unknown):
-        return "dicom"
-    return None
+    return next((e.name for e in READERS if e.folder is not None and e.folder(path)), None)
 
 
-def _sniff(path: str) -> str | None:
+def _sniff(path: str) -> ReaderEntry | None:
     """The format a file's first bytes reveal, or None."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(132)
+            head = fh.read(SNIFF_BYTES)
     except OSError as exc:
         raise InputError(path, f"cannot read the file ({exc.strerror or exc})") from None
-    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-        return "tiff"
-    if head[:8] == PNG_SIGNATURE or head[:3] == b"\xff\xd8\xff" or head[:2] == b"BM":
-        return "raster"
-    if head[:6] == b"\x93NUMPY":
-        return "npy"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    return None  # NIfTI needs its suffix: nibabel chooses the image class by it
+    return next((e for e in READERS if e.magic is not None and e.magic(head)), None)
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
@@ -139,18 +237,17 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     out: list[str] = []
     for item in inputs:
         item = os.fspath(item)
-        if "://" in item:
+        if is_url(item):
             matches = [item]
         elif glob.has_magic(item):
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
                 raise InputError(item, "the pattern matches no file")
-        elif not os.path.exists(item):
-            raise InputError(item, "no such file or directory")
         else:
+            check_file_kind(item)
             matches = [item]
         for match in matches:
-            if "://" not in match and os.path.isdir(match):
+            if not is_url(match) and stat.S_ISDIR(check_file_kind(match)):
                 out.extend(_expand_folder(match))
             else:
                 out.append(match)
@@ -165,6 +262,9 @@ def _expand_folder(path: str) -> list[str]:
         for name in sorted(os.listdir(path))
         if not name.startswith(".") and suffix_format(name) is not None
     ]
+    for image in images:
+        check_file_kind(image)
     if not images:
         raise InputError(path, "the folder holds no image of a known format")
     return images
+

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import InputError
 from pipeline.readers.base import ImageSource
+from pipeline.readers.common import pixel_dtype
 from pipeline.readers.layout import infer_axes
 
 
@@ -43,9 +45,20 @@ def from_array(
 
     ``no_data`` holds closed intervals of values that mean no data (as a DICOM reader fills
     them from the pixel padding).
+
+    Raises
+    ------
+    InputError
+        For an unsupported dtype (complex, object, ...), an empty axis or a shape that is not
+        an image or volume, naming ``name``.
     """
     array = np.asarray(array)
+    dtype = pixel_dtype(name, array.dtype)
+    if array.dtype != dtype or array.dtype.type is not dtype.type:
+        array = array.astype(dtype)  # native byte order and canonical 64-bit integer types
     axes = infer_axes(name, array.shape, axes)
+    if 0 in array.shape:
+        raise InputError(name, f"the image is empty (shape {array.shape}, axes {axes})")
     rgb = axes.endswith("c") and array.shape[-1] in (3, 4)
     names = ("R", "G", "B", "A")[: array.shape[-1]] if rgb else ()
     return ImageSource(

@@ -41,7 +41,13 @@ from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, orn
 
 from pipeline.errors import InputError, KmsegWarning
 from pipeline.readers.base import ImageSource, ReadOptions
-from pipeline.readers.common import RegionReader, file_stamp, local_path
+from pipeline.readers.common import (
+    RegionReader,
+    check_size,
+    file_stamp,
+    local_path,
+    pixel_dtype,
+)
 from pipeline.readers.layout import MAX_CHANNELS
 
 _UNITS = {"mm": "millimeter", "micron": "micrometer", "meter": "meter"}
@@ -202,7 +208,8 @@ def open_nifti(path: str, *, options: ReadOptions | None = None) -> ImageSource:
     axes, order, flip_of = _map_axes(path, native, perm, flips)
     shape = tuple(native[a] if a < len(native) else 1 for a in order)
     scaled = slope != 1.0 or inter != 0.0
-    dtype = _scaled_dtype(raw, slope, inter) if scaled else raw.newbyteorder("=")
+    dtype = pixel_dtype(path, _scaled_dtype(raw, slope, inter) if scaled else raw.newbyteorder("="))
+    check_size(path, shape, axes, options.max_pixels)
     spacing = tuple(
         _zoom(zooms, a) for a, ax in zip(order, axes, strict=True) if ax != "c"
     )

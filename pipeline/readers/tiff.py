@@ -1,8 +1,11 @@
 """TIFF, BigTIFF, OME-TIFF, ImageJ TIFF and Aperio SVS files, read by tile through tifffile.
 
 A series (``series``) and pyramid level (``level``) of the file is exposed through tifffile's
-Zarr store, so each task decodes only the tiles or strips its region touches. Values are
-returned as stored: palette images give their indices, MinIsWhite images are not inverted.
+Zarr store, so each task decodes only the tiles or strips its region touches. Each block is
+shown as a viewer shows it: colour models are applied (palette, MinIsWhite, CMYK, YCbCr; see
+:mod:`pipeline.readers.colour`) and the Orientation tag too (see
+:mod:`pipeline.readers.orientation`); ``metadata["photometric"]`` records the stored
+interpretation, ``metadata["transform"]`` what was applied.
 """
 
 from __future__ import annotations
@@ -21,16 +24,25 @@ import zarr
 
 from pipeline.errors import InputError
 from pipeline.readers.base import ImageSource, ReadOptions
+from pipeline.readers.colour import ColourModel, miniswhite_model, palette_model
 from pipeline.readers.common import (
     RegionReader,
+    check_size,
     color_names,
     common_unit,
     file_stamp,
     local_path,
     mapped_key,
     normalize_unit,
+    pixel_dtype,
     present_chunks,
     to_presented,
+)
+from pipeline.readers.orientation import (
+    AS_STORED,
+    DESCRIPTIONS,
+    Orientation,
+    orientation_code,
 )
 
 #: tifffile axis letters shown as the channel axis, and as the depth (z) axis.
@@ -40,6 +52,11 @@ _DEPTH_AXES = "ZQIP"
 _RESUNIT_UM = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}
 #: Microns per pixel in an Aperio ImageDescription ("...|MPP = 0.4990|...").
 _SVS_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.]+(?:[eE][-+]?\d+)?)")
+#: Compression schemes whose codec turns YCbCr into RGB (JPEG, old-style JPEG, JPEG XL, ...).
+_JPEG_CODECS = {6, 7, 33007, 34892, 50002}
+#: Photometric interpretations kmseg cannot show as a viewer does: refused.
+_UNSUPPORTED_PHOTOMETRIC = {8: "CIELAB", 9: "ICCLAB", 10: "ITULAB", 32844: "LOGL",
+                            32845: "LOGLUV"}
 
 
 @functools.lru_cache(maxsize=16)
@@ -53,9 +70,11 @@ def _open_level(path: str, series: int, level: int, stamp: tuple[int, int]) -> z
 
 @dataclass(frozen=True)
 class TiffBlockReader(RegionReader):
-    """Reads a region of one series and level of a TIFF file.
+    """Reads a region of one series and level of a TIFF file, as a viewer shows it.
 
-    ``order[i]`` is the axis of the unsqueezed tifffile array shown as presented axis ``i``.
+    ``order[i]`` is the axis of the unsqueezed tifffile array shown as stored presented axis
+    ``i``; ``shape`` and ``dtype`` are those of the displayed image, after ``colour`` (which
+    may add or change the channel axis) and ``orientation``.
     """
 
     path: str
@@ -65,11 +84,24 @@ class TiffBlockReader(RegionReader):
     dtype: np.dtype
     order: tuple[int, ...]
     native_ndim: int
+    colour: ColourModel | None = None
+    stored_channels: bool = False
+    orientation: Orientation = AS_STORED
 
     def _read(self, box: tuple[slice, ...]) -> np.ndarray:
         array = _open_level(self.path, self.series, self.level, file_stamp(self.path))
-        block = array[mapped_key(box, self.order, self.native_ndim)]
-        return to_presented(np.asarray(block), self.order)
+        if self.colour is None:
+            block = array[mapped_key(box, self.order, self.native_ndim)]
+            return to_presented(np.asarray(block), self.order)
+        # A colour model needs every stored sample; the displayed channels are cut after.
+        out_channels = self.colour.n_out > 0
+        spatial = box[:-1] if out_channels else box
+        stored = spatial + ((slice(None),) if self.stored_channels else ())
+        block = to_presented(
+            np.asarray(array[mapped_key(stored, self.order, self.native_ndim)]), self.order
+        )
+        shown = self.colour.apply(block)
+        return shown[..., box[-1]] if out_channels else shown
 
 
 def open_tiff(
@@ -85,6 +117,21 @@ def open_tiff(
         Pyramid level (0 = full resolution).
     series : int
         Image series in the file (e.g. 0 = baseline image of an SVS file).
+    options : ReadOptions, optional
+        ``max_pixels`` is checked against the chosen level's declared shape.
+
+    Returns
+    -------
+    ImageSource
+        Axes ``yx``, ``yxc``, ``zyx`` or ``zyxc`` as displayed (after the colour model and the
+        Orientation tag); ``metadata`` records ``photometric``, ``orientation`` and
+        ``transform``.
+
+    Raises
+    ------
+    InputError
+        For a damaged or truncated file, an unsupported colour model, axis layout or dtype, an
+        empty image or one larger than ``max_pixels``.
     """
     # tifffile logs each series parser that fails on a damaged file; the InputError says it all.
     logger = logging.getLogger("tifffile")
@@ -92,7 +139,7 @@ def open_tiff(
     logger.setLevel(logging.CRITICAL)
     try:
         with tifffile.TiffFile(path) as tif:
-            return _open(path, tif, level, series)
+            return _open(path, tif, level, series, options or ReadOptions())
     except InputError:
         raise
     except Exception as exc:
@@ -101,7 +148,9 @@ def open_tiff(
         logger.setLevel(previous)
 
 
-def _open(path: str, tif: tifffile.TiffFile, level: int, series: int) -> ImageSource:
+def _open(
+    path: str, tif: tifffile.TiffFile, level: int, series: int, options: ReadOptions
+) -> ImageSource:
     all_series = tif.series
     if not all_series:
         raise InputError(path, "the TIFF file holds no image")
@@ -113,17 +162,40 @@ def _open(path: str, tif: tifffile.TiffFile, level: int, series: int) -> ImageSo
         raise InputError(path, f"pyramid level {level} out of range (the file has {len(levels)})")
     chosen = levels[level]
     keyframe = chosen.keyframe
+    if keyframe.is_subsampled and int(keyframe.compression) not in _JPEG_CODECS:
+        raise InputError(path, "chroma-subsampled YCbCr without JPEG compression is not "
+                               "supported; convert the file to RGB")
     try:
         keyframe.decode  # noqa: B018 - raises if the compression codec is not available
     except Exception as exc:
         raise InputError(path, f"cannot decode this TIFF ({exc})") from None
-    _check_extent(path, chosen)
+    stored_dtype = pixel_dtype(path, chosen.dtype)
 
     native_axes = chosen.get_axes(False)
     native_shape = tuple(int(n) for n in chosen.get_shape(False))
-    axes, order = _map_axes(path, native_axes, native_shape)
-    shape = tuple(native_shape[a] for a in order)
-    chunks = _native_chunks(keyframe, native_axes, native_shape)
+    if 0 in native_shape:
+        raise InputError(path, f"the image is empty (shape {native_shape}, axes {native_axes})")
+    stored_axes, order = _map_axes(path, native_axes, native_shape)
+    stored_shape = tuple(native_shape[a] for a in order)
+    check_size(path, stored_shape, stored_axes, options.max_pixels)
+    _check_extent(path, chosen)
+    chunks = present_chunks(
+        _native_chunks(keyframe, native_axes, native_shape), order, stored_shape, stored_axes
+    )
+    n_stored = stored_shape[-1] if stored_axes.endswith("c") else 1
+    colour, photometric, applied = _colour_model(path, keyframe, stored_dtype, n_stored)
+
+    axes, shape, dtype = stored_axes, stored_shape, stored_dtype
+    if colour is not None:
+        dtype = colour.dtype
+        if colour.n_out and not stored_axes.endswith("c"):
+            axes, shape, chunks = axes + "c", (*shape, colour.n_out), (*chunks, colour.n_out)
+        elif colour.n_out:
+            shape, chunks = (*shape[:-1], colour.n_out), (*chunks[:-1], colour.n_out)
+    code = orientation_code(keyframe.tags.valueof(274)) if 274 in keyframe.tags else 1
+    orientation = Orientation(code, axes.index("y"))
+    shape = orientation.displayed_shape(shape)
+    chunks = orientation.displayed_shape(chunks)
 
     base_shape = dict(zip(base.get_axes(False), base.get_shape(False), strict=True))
     spatial = [native_axes[a] for a in order if native_axes[a] not in _CHANNEL_AXES]
@@ -133,23 +205,28 @@ def _open(path: str, tif: tifffile.TiffFile, level: int, series: int) -> ImageSo
         s * base_shape[ax] / native_shape[native_axes.index(ax)]
         for s, ax in zip(spacing, spatial, strict=True)
     )
+    spacing = orientation.displayed_shape(spacing)
     n_channels = shape[-1] if axes.endswith("c") else 1
-    if ome_names and len(ome_names) == n_channels and n_channels > 1:
+    if colour is not None and colour.n_out:
+        names = color_names(n_channels, rgb=True)
+    elif ome_names and len(ome_names) == n_channels and n_channels > 1:
         names = ome_names
     elif axes.endswith("c"):
         names = _sample_names(keyframe, n_channels)
     else:
         names = ()
+    if code != 1:
+        applied.append(f"Orientation {code}: {DESCRIPTIONS[code]}")
     return ImageSource(
         path=path,
         axes=axes,
         reader=TiffBlockReader(
-            local_path(path), series, level, shape, np.dtype(chosen.dtype).newbyteorder("="),
-            order, len(native_shape),
+            local_path(path), series, level, shape, dtype, order, len(native_shape),
+            colour, stored_axes.endswith("c"), orientation,
         ),
         spacing=spacing,
         unit=unit,
-        native_chunks=present_chunks(chunks, order, shape, axes),
+        native_chunks=chunks,
         channel_names=names,
         format="tiff",
         metadata={
@@ -159,8 +236,67 @@ def _open(path: str, tif: tifffile.TiffFile, level: int, series: int) -> ImageSo
             "n_levels": len(levels),
             "kind": str(base.kind),
             "compression": str(keyframe.compression.name),
+            "photometric": photometric,
+            "orientation": code,
+            "transform": "; ".join(applied) if applied else "none",
         },
     )
+
+
+def _colour_model(
+    path: str, keyframe: Any, dtype: np.dtype, n_stored: int
+) -> tuple[ColourModel | None, str, list[str]]:
+    """The colour model to apply, the stored photometric name and what is applied."""
+    code = int(keyframe.photometric)
+    try:
+        name = tifffile.PHOTOMETRIC(code).name.lower()
+    except ValueError:
+        name = str(code)
+    if code in _UNSUPPORTED_PHOTOMETRIC:
+        raise InputError(path, f"{_UNSUPPORTED_PHOTOMETRIC[code]} TIFF colour model is not "
+                               "supported; convert the file to RGB")
+    extra = len(keyframe.extrasamples)
+    alpha = extra == 1 and int(keyframe.extrasamples[0]) in (1, 2)
+    if code == 3:  # palette
+        if n_stored != 1:
+            raise InputError(path, f"palette TIFF with {n_stored} samples per pixel is not "
+                                   "supported")
+        model = palette_model(path, keyframe.colormap)
+        bits = "16-bit" if model.dtype == np.uint16 else "8-bit"
+        return model, name, [f"palette indices expanded to RGB through the colormap ({bits})"]
+    if code == 0:  # MinIsWhite
+        tags = keyframe.tags
+        smin = tags.valueof(340) if 340 in tags else None
+        smax = tags.valueof(341) if 341 in tags else None
+        smin = float(np.min(smin)) if smin is not None else None
+        smax = float(np.max(smax)) if smax is not None else None
+        model = miniswhite_model(dtype, int(keyframe.bitspersample), smin, smax)
+        how = ("logical not" if dtype.kind == "b" else "-1 - v" if dtype.kind == "i"
+               else f"{model.white:g} - v")
+        return model, name, [f"MinIsWhite inverted ({how}) so that white stays white"]
+    if code == 5:  # separated
+        inkset = keyframe.tags.valueof(332) if 332 in keyframe.tags else 1
+        inks = n_stored - extra
+        if int(inkset or 1) != 1 or inks != 4:
+            raise InputError(path, f"separated TIFF with {inks} inks (InkSet {inkset}) cannot "
+                                   "be shown as RGB; only CMYK (4 inks, optional alpha) is "
+                                   "supported")
+        if extra and not alpha:
+            raise InputError(path, f"CMYK TIFF with {extra} extra ink or sample channel(s): "
+                                   "only an alpha extra sample is supported")
+        model = ColourModel("cmyk", dtype, 4 if alpha else 3)
+        return model, name, ["CMYK converted to RGB (R = (1 - C)(1 - K), ...)"]
+    if code == 6:  # YCbCr
+        if int(keyframe.compression) in _JPEG_CODECS:
+            return None, name, ["YCbCr decoded to RGB by the JPEG codec"]
+        if dtype != np.uint8 or n_stored - extra != 3:
+            raise InputError(path, "YCbCr TIFF other than 8-bit, 3 samples is not supported")
+        coeffs = keyframe.tags.valueof(529) if 529 in keyframe.tags else None
+        coefficients = tuple(float(c) for c in coeffs) if coeffs else (0.299, 0.587, 0.114)
+        model = ColourModel("ycbcr", np.dtype(np.uint8), 4 if alpha else 3,
+                            coefficients=coefficients)  # type: ignore[arg-type]
+        return model, name, ["YCbCr converted to RGB (ITU-R BT.601 full range)"]
+    return None, name, []
 
 
 def _map_axes(path: str, axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:

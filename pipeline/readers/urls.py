@@ -29,17 +29,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.paths import is_url
 from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import ReadError
 from pipeline.readers.dispatch import expand_inputs, open_image, suffix_format
 
 #: Formats read from a local copy of the whole file.
 COPIED_FORMATS = ("tiff", "raster", "npy", "nifti", "dicom")
-
-
-def is_url(path: str) -> bool:
-    """True for fsspec URLs, False for local paths (``file://`` counts as local)."""
-    return "://" in str(path) and not str(path).startswith("file://")
 
 
 def _fs(url: str) -> tuple[Any, str]:

@@ -18,10 +18,12 @@ from pipeline.errors import InputError
 from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import (
     RegionReader,
+    check_size,
     common_unit,
     local_path,
     mapped_key,
     normalize_unit,
+    pixel_dtype,
     present_chunks,
     to_presented,
 )
@@ -87,14 +89,16 @@ def open_zarr(
     except Exception as exc:
         raise InputError(path, f"not a readable Zarr store ({type(exc).__name__}: {exc})") from None
     try:
-        return _open_node(path, node, level, array_path)
+        return _open_node(path, node, level, array_path, options or ReadOptions())
     except InputError:
         raise
     except Exception as exc:
         raise InputError(path, f"cannot read Zarr metadata ({type(exc).__name__}: {exc})") from None
 
 
-def _open_node(path: str, node: Any, level: int, array_path: str | None) -> ImageSource:
+def _open_node(
+    path: str, node: Any, level: int, array_path: str | None, options: ReadOptions
+) -> ImageSource:
     multiscale: _Multiscale | None = None
     dataset: dict[str, Any] | None = None
     root, inner = path, ""
@@ -148,6 +152,8 @@ def _open_node(path: str, node: Any, level: int, array_path: str | None) -> Imag
     else:
         axes, order = _map_axes(path, names, shape)
     presented = tuple(shape[a] for a in order)
+    dtype = pixel_dtype(path, array.dtype)
+    check_size(path, presented, axes, options.max_pixels)
     spatial = [a for a, ax in zip(order, axes, strict=True) if ax != "c"]
     spacing, unit = _spacing(multiscale, dataset, spatial, len(shape))
     n_channels = presented[-1] if axes.endswith("c") else 1
@@ -161,7 +167,7 @@ def _open_node(path: str, node: Any, level: int, array_path: str | None) -> Imag
             local_path(root),
             inner,
             presented,
-            np.dtype(array.dtype).newbyteorder("="),
+            dtype,
             order,
             len(shape),
         ),

@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import build_config
-from pipeline.errors import KmsegError
+from pipeline.errors import KmsegError, KmsegWarning
 from pipeline.execution import open_executor
 from pipeline.outputs import output_status
 from pipeline.plan import build_plan
@@ -95,8 +95,10 @@ def test_client_killed_then_rerun(dask_cluster, image_path, reference, tmp_path,
     code = client.wait(30)
     assert code == -signal.SIGKILL, processes.logs()
     assert output_status(str(out)) == "incomplete"
-    # Rerunning the same command, without --overwrite, replaces the unfinished output.
-    assert main(args) == 0
+    # Rerunning the same command, without --overwrite, replaces the unfinished output; the
+    # killed client's lock is found stale and taken over.
+    with pytest.warns(KmsegWarning, match=f"stale lock of kmseg process {client.pid}"):
+        assert main(args) == 0
     assert_same_output(str(reference), str(out))
     # A finished output is kept: without --overwrite the command now refuses.
     assert main(args) == 2

@@ -172,3 +172,51 @@ def test_corrupt_and_missing(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
     with pytest.raises(InputError, match="no such file"):
         open_image(str(tmp_path / "missing.zarr"))
+
+
+@pytest.mark.parametrize(
+    "dtype", ["bool", "int8", "uint32", "int32", "uint64", "int64", "float16"],
+)
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_exact_dtypes(tmp_path: Path, rng: np.random.Generator, dtype: str,
+                      zarr_format: int) -> None:
+    if dtype == "bool":
+        data = rng.random((70, 90)) > 0.5
+    elif dtype == "float16":
+        data = rng.standard_normal((70, 90)).astype(np.float16)
+    else:
+        info = np.iinfo(dtype)
+        data = rng.integers(info.min, info.max, size=(70, 90), dtype=dtype, endpoint=True)
+        data[0, :2] = info.min, info.max
+    path = tmp_path / f"{dtype}.zarr"
+    array = zarr.create_array(path, shape=data.shape, chunks=(23, 31), dtype=data.dtype,
+                              zarr_format=zarr_format)
+    array[:] = data
+    assert_reads(open_image(str(path)), data)
+
+
+def test_unreadable_dtype_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "complex.zarr"
+    zarr.create_array(path, shape=(4, 5), dtype="complex64")
+    with pytest.raises(InputError, match="unsupported pixel data type") as info:
+        open_image(str(path))
+    assert str(info.value).startswith(str(path)) and "complex64" in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0)])
+def test_empty_array(tmp_path: Path, shape: tuple[int, int]) -> None:
+    path = tmp_path / "empty.zarr"
+    zarr.create_array(path, shape=shape, dtype="uint8")
+    with pytest.raises(InputError, match="empty") as info:
+        open_image(str(path))
+    assert str(info.value).startswith(str(path))
+
+
+def test_declared_size_beyond_max_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "huge.zarr"
+    # metadata only: no chunk is written, as a hostile or damaged store would declare it
+    zarr.create_array(path, shape=(2**20, 2**20, 3), chunks=(1024, 1024, 3), dtype="uint8")
+    with pytest.raises(InputError, match="max_pixels") as info:
+        open_image(str(path), max_pixels=2**39)
+    assert str(info.value).startswith(str(path))
+    assert open_image(str(path), max_pixels=2**40).shape == (2**20, 2**20, 3)

@@ -336,7 +336,8 @@ def _thumb_source(source: ImageSource, options: ReadOptions | None) -> tuple[Ima
     level), and its level number; ``source`` itself when it has no pyramid."""
     from pipeline.readers.dispatch import open_image
 
-    n_levels = int(source.metadata.get("n_levels", 1) or 1)
+    # OME-Zarr records no level count: try levels until one does not open.
+    n_levels = int(source.metadata.get("n_levels", 0) or (32 if source.format == "zarr" else 1))
     level = int(source.metadata.get("level", 0) or 0)
     best, best_level = source, level
     if source.format not in ("tiff", "zarr") or n_levels <= level + 1:

@@ -261,6 +261,33 @@ def test_auto_tissue_mask_from_a_strided_thumbnail(rng, monkeypatch):
     assert abs(mask.array.compute().mean() - mask.fraction) < 1e-12
 
 
+def test_auto_tissue_mask_reads_a_small_pyramid_level(tmp_path, rng, monkeypatch):
+    import tifffile
+
+    from pipeline.readers.dispatch import open_image
+
+    monkeypatch.setattr(masks, "THUMB_SIDE", 200)
+    image, truth = _slide(rng)
+    path = str(tmp_path / "slide.tif")
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, subifds=2, tile=(64, 64), photometric="rgb")
+        tif.write(image[::2, ::2], subfiletype=1, tile=(64, 64), photometric="rgb")
+        tif.write(image[::4, ::4], subfiletype=1, tile=(64, 64), photometric="rgb")
+    source = open_image(path)
+    read = []
+    original = type(source.reader).__getitem__
+
+    def spy(self, key):
+        read.append(self.shape)
+        return original(self, key)
+
+    monkeypatch.setattr(type(source.reader), "__getitem__", spy)
+    mask = masks.auto_mask(source, source.to_dask((128, 128)))
+    assert mask.info["level"] == 2 and mask.shape == (96, 128)
+    assert read and all(shape[:2] == (96, 128) for shape in read)  # level 0 never read
+    assert abs(mask.fraction - truth.mean()) < 0.02
+
+
 def _phantom(rng: np.random.Generator, shape=(12, 96, 112)) -> dict[str, np.ndarray]:
     """CT phantom (HU): air, an elliptic body of soft tissue in a fat ring, a bone disc and an
     air-filled lung inside, and a separate couch below the body."""

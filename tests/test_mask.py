@@ -318,6 +318,22 @@ def test_auto_ct_body_keeps_the_lung_and_drops_the_couch(rng):
     assert mask.fraction == pytest.approx(ph["body"].mean(), abs=1e-12)
 
 
+def test_auto_ct_body_of_a_nifti_volume(tmp_path, rng):
+    import nibabel as nib
+
+    from pipeline.readers.dispatch import open_image
+
+    ph = _phantom(rng)
+    path = str(tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(ph["hu"], np.eye(4)), path)
+    source = open_image(path)
+    assert masks.auto_method(source) == "ct-body"
+    mask = masks.auto_mask(source, source.to_dask(tuple(min(n, 48) for n in source.shape)))
+    assert mask.fraction == pytest.approx(ph["body"].mean(), abs=1e-12)
+    restored = pickle.loads(pickle.dumps(mask.array))
+    assert restored.sum().compute() == ph["body"].sum()
+
+
 def test_auto_refuses_what_it_cannot_tell(rng):
     source = from_array(rng.integers(0, 255, (8, 16, 16)).astype(np.uint8), name="stack")
     with pytest.raises(InputError, match=r"stack.*give a mask file"):

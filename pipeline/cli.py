@@ -116,9 +116,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from pipeline.info import describe_output
+    from pipeline.info import classes_csv, describe_output
 
+    if getattr(args, "csv", False):
+        sys.stdout.write(classes_csv(args.store))
+        return 0
     print(describe_output(args.store))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import default_report_path, write_report
+
+    page = write_report(args.store, args.output or default_report_path(args.store))
+    print(page)
     return 0
 
 
@@ -160,8 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe an output store")
     p.add_argument("store", metavar="OUT.zarr")
+    p.add_argument(
+        "--csv", action="store_true", help="per-class measurements as CSV, one row per class"
+    )
     common(p)
     p.set_defaults(func=cmd_info)
+
+    # kmseg report: a self-contained HTML page of an output (pipeline.report).
+    p = sub.add_parser("report", help="write an HTML report: kmseg report OUT.zarr -o PAGE.html")
+    p.add_argument("store", metavar="OUT.zarr")
+    p.add_argument(
+        "-o", "--output", default=None, metavar="PAGE.html",
+        help="the page to write (default: NAME.report.html beside OUT.zarr)",
+    )
+    common(p)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="segment a bundled sample photo")
     p.add_argument(

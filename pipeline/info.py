@@ -1,12 +1,74 @@
-"""Describe what an output store holds (``kmseg info``)."""
+"""Describe what an output store holds (``kmseg info``, ``kmseg info --csv``)."""
 
 from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Any
 
 import zarr
 
 from pipeline.errors import InputError
 from pipeline.lock import current_holder
-from pipeline.outputs import is_zarr_store
+from pipeline.measure import voxel_size
+from pipeline.outputs import is_zarr_store, output_name
+
+#: Leading columns of ``kmseg info --csv``; per-channel columns (``centre_R``, ``mean_R``,
+#: ``min_R``, ``max_R``, ...) follow.
+CSV_COLUMNS = (
+    "image", "label", "pixels", "fraction", "size", "size_unit", "area_mm2", "volume_ml"
+)
+#: Per-class statistics written per channel, in this order.
+CSV_STATISTICS = ("centre", "mean", "min", "max")
+
+
+def open_output(path: str) -> tuple[zarr.Group, dict[str, Any], list[tuple[str, zarr.Group]]]:
+    """Open a kmseg output store: its root group, root ``kmseg`` metadata and image groups.
+
+    Returns
+    -------
+    root : zarr.Group
+    meta : dict
+        The root's ``kmseg`` attributes.
+    images : list of (str, zarr.Group)
+        ``(name, group)`` of each image: the group names of a multi-input output, else one
+        entry ``("", root)``.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is not a Zarr store or not a kmseg output.
+    """
+    root, meta = _open_root(path)
+    return root, meta, _images(path, root, meta)
+
+
+def _open_root(path: str) -> tuple[zarr.Group, dict[str, Any]]:
+    if not is_zarr_store(path):
+        raise InputError(path, "no such output store (no Zarr metadata there)")
+    try:
+        root = zarr.open_group(path, mode="r")
+    except Exception as exc:  # zarr raises several types for non-stores
+        raise InputError(path, f"not a Zarr group ({type(exc).__name__})") from None
+    meta = root.attrs.get("kmseg")
+    if not isinstance(meta, dict):
+        raise InputError(path, "not a kmseg output (no 'kmseg' metadata)")
+    return root, meta
+
+
+def _images(path: str, root: zarr.Group, meta: dict[str, Any]) -> list[tuple[str, zarr.Group]]:
+    names = meta.get("outputs")
+    images = []
+    for name in names or [""]:
+        try:
+            group = root[name] if name else root
+        except KeyError:
+            group = None
+        if not isinstance(group, zarr.Group):
+            raise InputError(path, f"the output lists {name!r} but holds no such group")
+        images.append((name, group))
+    return images
 
 
 def describe_output(path: str) -> str:
@@ -20,16 +82,8 @@ def describe_output(path: str) -> str:
     InputError
         If ``path`` is not a kmseg output.
     """
-    if not is_zarr_store(path):
-        raise InputError(path, "no such output store (no Zarr metadata there)")
-    try:
-        root = zarr.open_group(path, mode="r")
-    except Exception as exc:  # zarr raises several types for non-stores
-        raise InputError(path, f"not a Zarr group ({type(exc).__name__})") from None
-    meta = root.attrs.get("kmseg")
-    if meta is None:
-        raise InputError(path, "not a kmseg output (no 'kmseg' metadata)")
-    status = meta.get("status", "?") if isinstance(meta, dict) else "?"
+    root, meta = _open_root(path)
+    status = meta.get("status", "?")
     lines = [f"{path}: kmseg {meta.get('version', '?')} output, status {status}"]
     holder = current_holder(path)
     if holder is not None:
@@ -39,16 +93,85 @@ def describe_output(path: str) -> str:
         # that say "complete" in an unfinished output may still miss the root's final write.
         lines.append("INCOMPLETE: the job did not finish; rerun the same command to redo it")
         return "\n".join(lines)
-    names = meta.get("outputs")
-    for name in names or [""]:
-        try:
-            group = root[name] if name else root
-        except KeyError:
-            group = None
-        if not isinstance(group, zarr.Group):
-            raise InputError(path, f"the output lists {name!r} but holds no such group")
+    for name, group in _images(path, root, meta):
         lines += _describe_image(name, group)
     return "\n".join(lines)
+
+
+def image_name(name: str, meta: dict[str, Any]) -> str:
+    """The name of an image of an output: its group name, else the input's file name."""
+    return name or output_name(str(meta.get("input", {}).get("path") or "image"))
+
+
+def class_records(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-class records of an image's ``kmseg`` metadata (``kmseg.classes``).
+
+    Outputs written before ``classes`` existed get the records their metadata allows:
+    pixels, fraction, size and centre.
+    """
+    if meta.get("classes"):
+        return list(meta["classes"])
+    counts = [int(c) for c in meta.get("pixels_per_cluster", [])]
+    total = sum(counts)
+    inp = meta.get("input", {})
+    size, size_unit, _ = voxel_size(inp.get("spacing") or (), inp.get("unit"))
+    names = list(inp.get("channel_names") or [])
+    records = []
+    for i, (count, centre) in enumerate(zip(counts, meta.get("centres", []), strict=False)):
+        if len(names) >= len(centre):
+            labels = names[: len(centre)]
+        else:
+            labels = ["value"] if len(centre) == 1 else [f"c{j}" for j in range(len(centre))]
+        records.append(
+            {
+                "label": i + 1,
+                "pixels": count,
+                "fraction": count / total if total else None,
+                "size": count * size if size is not None else None,
+                "size_unit": size_unit,
+                "centre": dict(zip(labels, centre, strict=True)),
+            }
+        )
+    return records
+
+
+def classes_csv(path: str) -> str:
+    """``kmseg info --csv``: one row per image and class of an output store.
+
+    Columns: :data:`CSV_COLUMNS`, then ``centre_C``, ``mean_C``, ``min_C`` and ``max_C`` for
+    each measured channel ``C`` (``R``, ``G``, ``B``; ``value`` for one channel). Cells
+    without a value (a size without a physical pixel size, a class without pixels) are empty.
+
+    Raises
+    ------
+    InputError
+        If the output is missing, not a kmseg output or not complete.
+    """
+    _, meta, groups = open_output(path)
+    if meta.get("status") != "complete":
+        raise InputError(path, "the job did not finish (status incomplete); no measurements")
+    rows: list[dict[str, Any]] = []
+    channels: list[str] = []
+    for name, group in groups:
+        image_meta = dict(group.attrs.get("kmseg", {}))
+        if image_meta.get("status") != "complete":
+            raise InputError(os.path.join(path, name), "the job did not finish for this image")
+        for record in class_records(image_meta):
+            row = {key: record.get(key) for key in CSV_COLUMNS[1:]}
+            row["image"] = image_name(name, image_meta)
+            for statistic in CSV_STATISTICS:
+                for channel, value in (record.get(statistic) or {}).items():
+                    if channel not in channels:
+                        channels.append(channel)
+                    row[f"{statistic}_{channel}"] = value
+            rows.append(row)
+    columns = list(CSV_COLUMNS) + [f"{s}_{c}" for c in channels for s in CSV_STATISTICS]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
 
 
 def _describe_image(name: str, group: zarr.Group) -> list[str]:

@@ -44,7 +44,13 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.execution import Executor, shared_path, uses_cluster
 from pipeline.features import FeatureSpec, make_feature_spec, needs_data_range
 from pipeline.io.colours import label_rgb
-from pipeline.io.ngff import SpatialMeta, label_colours, write_image_pyramid, write_label_pyramid
+from pipeline.io.ngff import (
+    SpatialMeta,
+    label_colours,
+    omero_for,
+    write_image_pyramid,
+    write_label_pyramid,
+)
 from pipeline.io.pyramid import n_levels
 from pipeline.labels import (
     NearestCentreLabeller,
@@ -55,6 +61,7 @@ from pipeline.labels import (
 )
 from pipeline.lock import OutputLock
 from pipeline.mask import Mask, apply_mask, mask_count, open_mask, write_mask_pyramid
+from pipeline.measure import channel_labels, class_measurements, class_value_stats
 from pipeline.outputs import check_output, create_root, unique_names, writing
 from pipeline.readers import ImageSource
 from pipeline.readers.urls import expand_urls, open_input
@@ -237,6 +244,7 @@ class Plan:
         tasks: list[Any] = []
         stats = []
         counts: dict[str, Any] = {}
+        measured = []
         for job in self.jobs:
             assert job.fit is not None and job.spec is not None
             group = root.require_group(job.name) if self.multi else root
@@ -247,7 +255,7 @@ class Plan:
             table = palette(job.spec, centres, job.source.dtype, job.fit.values)
             # Recoloured from the unmasked image: no appended mask channel; outside the mask
             # the palette's no-data row, an input alpha passes through.
-            plain = job.unmasked[0] if job.unmasked is not None else job.image
+            plain, plain_spec = job.unmasked if job.unmasked is not None else (job.image, job.spec)
             recoloured = recolour(labels, plain, job.spec, table)
             spatial = SpatialMeta(
                 axes=job.source.axes.replace("c", ""),
@@ -256,7 +264,8 @@ class Plan:
             )
             levels = n_levels(job.source.spatial_shape, self.config.pyramid_levels)
             tasks += write_image_pyramid(
-                group, recoloured, spatial, levels, name=job.name, channel_first=True
+                group, recoloured, spatial, levels, name=job.name, channel_first=True,
+                omero=omero_for(job.source, plain_spec, centres),
             )
             tasks += write_label_pyramid(
                 group, labels, spatial, levels, label_colours(_display_rgb(job.spec, centres))
@@ -265,6 +274,9 @@ class Plan:
                 tasks += write_mask_pyramid(group, job.mask, spatial, levels)
                 if job.mask.fraction is None:
                     counts[job.name] = mask_count(job.mask)
+            measured.append(
+                class_value_stats(plain, labels, plain_spec.channels, len(centres))
+            )
             stats.append(
                 job.fit.stats
                 if job.fit.stats is not None
@@ -272,18 +284,23 @@ class Plan:
             )
         lazy = [i for i, stat in enumerate(stats) if not isinstance(stat, np.ndarray)]
         computed = executor.compute(
-            *[stats[i] for i in lazy], *counts.values(), *tasks, label="labelling and writing"
+            *[stats[i] for i in lazy], *measured, *counts.values(), *tasks,
+            label="labelling and writing",
         )
         for i, value in zip(lazy, computed, strict=False):
             stats[i] = value
-        for name, value in zip(counts, computed[len(lazy):], strict=False):
+        n_measured = len(measured)
+        measured = list(computed[len(lazy) : len(lazy) + n_measured])
+        for name, value in zip(counts, computed[len(lazy) + n_measured :], strict=False):
             counts[name] = int(value)
         write_s = time.perf_counter() - t0
         results = []
-        for job, stat in zip(self.jobs, stats, strict=True):
+        for job, stat, values in zip(self.jobs, stats, measured, strict=True):
             job.timings["label_write_s"] = write_s
             job.timings["total_s"] = time.perf_counter() - started
-            result = _result(self.config, job, stat, [j.source.path for j in self.jobs])
+            result = _result(
+                self.config, job, stat, values, [j.source.path for j in self.jobs]
+            )
             if job.mask is not None:
                 inside = counts.get(job.name)
                 fraction = None if inside is None else inside / math.prod(job.mask.array.shape)
@@ -350,7 +367,11 @@ def _display_rgb(spec: FeatureSpec, centres: np.ndarray) -> np.ndarray:
 
 
 def _result(
-    config: JobConfig, job: ImageJob, stat: np.ndarray, paths: list[str] | None = None
+    config: JobConfig,
+    job: ImageJob,
+    stat: np.ndarray,
+    values: np.ndarray,
+    paths: list[str] | None = None,
 ) -> SegmentationResult:
     paths = paths if paths is not None else [job.source.path]
     fit = job.fit
@@ -360,6 +381,9 @@ def _result(
     n_valid = int(counts.sum())
     mse = inertia / n_valid if n_valid else float("nan")
     centres_input = job.spec.to_input_units(fit.centres)
+    # The spec without the appended mask channel, for what describes the input's channels.
+    plain = job.unmasked[1] if job.unmasked is not None else job.spec
+    rules = list(plain.no_data_rules) + (["outside the mask"] if job.mask is not None else [])
     metadata = {
         "version": __version__,
         "status": "complete",
@@ -372,17 +396,24 @@ def _result(
         "inertia": inertia,
         "pixels_per_cluster": counts.tolist(),
         "pixels_without_data": int(stat[0, 0]),
-        "no_data_rules": list(job.spec.no_data_rules),
+        "no_data_rules": rules,
         "centres": centres_input.tolist(),
         "centre_values": palette(
             job.spec, fit.centres, job.source.dtype, fit.values
         )[1:].tolist(),
         "label_colours": label_rgb(_display_rgb(job.spec, fit.centres))[1],
         "centres_features": fit.centres.tolist(),
+        "classes": class_measurements(
+            values,
+            centres_input,
+            job.source.spacing,
+            job.source.unit,
+            channel_labels(plain.channels, job.source.channel_names),
+        ),
         "features": {
             "colour_space": job.spec.colour_space,
             "spatial_weight": job.spec.spatial_weight,
-            "channels": list(job.spec.channels),
+            "channels": list(plain.channels),
             "scaled_from": [job.spec.low, job.spec.high],
         },
         "engine_info": fit.info,

@@ -364,6 +364,9 @@ def test_plan_writes_the_mask_label_and_records_it(tmp_path, rng):
     assert result.metadata["mask"]["fraction"] == pytest.approx(truth.mean())
     assert result.metadata["mask"]["method"] == "file"
     assert sum(result.metadata["pixels_per_cluster"]) == truth.sum()
+    assert sum(c["pixels"] for c in result.metadata["classes"]) == truth.sum()
+    assert result.metadata["no_data_rules"] == ["outside the mask"]
+    assert result.metadata["features"]["channels"] == [0, 1, 2]
     assert len(group["labels/mask"].attrs["ome"]["multiscales"][0]["datasets"]) == len(
         group["labels/clusters"].attrs["ome"]["multiscales"][0]["datasets"])
 

@@ -13,14 +13,19 @@ Dask objects and never compute (``compute=False`` in ome-zarr's terms).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
 import zarr
 
 from pipeline.io.pyramid import downsample_image, downsample_labels
+
+if TYPE_CHECKING:
+    from pipeline.features import FeatureSpec
+    from pipeline.readers import ImageSource
 
 NGFF_VERSION = "0.5"
 LABEL_NAME = "clusters"
@@ -132,12 +137,14 @@ def write_image_pyramid(
     *,
     name: str,
     channel_first: bool = False,
+    omero: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Create the multiscale image arrays in ``group`` and return lazy store tasks.
 
     ``image`` has spatial axes first and an optional trailing channel axis; it is stored with
     the channel axis first as NGFF requires. With ``channel_first``, ``image`` already has its
-    channel axis first (no transposing copy).
+    channel axis first (no transposing copy). ``omero`` (see :func:`image_omero`) is written
+    beside the multiscales so viewers show the channels in their colours.
     """
     spatial_ndim = len(spatial.axes)
     with_channel = image.ndim > spatial_ndim
@@ -171,6 +178,7 @@ def write_image_pyramid(
     group.attrs["ome"] = {
         "version": NGFF_VERSION,
         "multiscales": [_multiscale(name, spatial, n_levels, with_channel)],
+        **({"omero": omero} if omero else {}),
     }
     return tasks
 
@@ -211,8 +219,105 @@ def write_label_pyramid(
         "version": NGFF_VERSION,
         "image-label": image_label,
         "multiscales": [_multiscale(LABEL_NAME, spatial, n_levels, with_channel=False)],
+        "omero": LABEL_OMERO,
     }
     return tasks
+
+
+#: ``omero`` of the label image: one active channel. napari-ome-zarr (0.10) opens label images
+#: hidden unless their ``omero`` channel says ``active``; it passes an ``omero`` window to the
+#: labels layer, which takes none, so there is no window here (the colours come from
+#: ``image-label``).
+LABEL_OMERO: dict[str, Any] = {
+    "channels": [{"label": "labels", "color": "FFFFFF", "active": True}],
+}
+
+#: Display colours of red, green and blue channels.
+RGB_COLOURS = ("FF0000", "00FF00", "0000FF")
+
+
+def image_omero(
+    n_channels: int,
+    dtype: np.dtype,
+    feature_channels: Sequence[int],
+    value_range: tuple[float, float],
+    centres: np.ndarray,
+    *,
+    channel_names: Sequence[str] = (),
+    depth: int | None = None,
+) -> dict[str, Any]:
+    """``omero`` rendering settings of the recoloured image.
+
+    Viewers (napari-ome-zarr, OMERO, vizarr) colour each channel and map its ``window`` to the
+    screen. Three or more feature channels are shown as an RGB composite in their true colours
+    (red, green and blue, each windowed over the full value range: the dtype's for integers,
+    the data's for floats); one channel in grey, windowed over the range of the centre values,
+    the only values the recoloured image holds. Channels that are not features (alpha) and
+    channels past the third are inactive.
+
+    Parameters
+    ----------
+    n_channels : int
+        Channels stored (1 for an image without a channel axis).
+    dtype : numpy.dtype
+        dtype of the recoloured image (the input's).
+    feature_channels : sequence of int
+        Channels clustered (``FeatureSpec.channels``; empty for one channel).
+    value_range : (float, float)
+        Range of the input values the features were scaled from (``FeatureSpec.low/high``).
+    centres : ndarray, shape (k, n_features)
+        Cluster centres in input units (feature channels only).
+    channel_names : sequence of str
+        The input's channel names (``R, G, B, A``), used as labels.
+    depth : int, optional
+        Number of z slices of a volume (its middle one is the default plane).
+
+    Returns
+    -------
+    dict
+        ``{"channels": [...], "rdefs": {...}}`` as in OME-NGFF's transitional ``omero``
+        metadata: ``color`` (hex RGB), ``window`` (``min``, ``max``, ``start``, ``end``),
+        ``label``, ``active``.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        full = (float(info.min), float(info.max))
+    else:
+        full = (float(value_range[0]), float(value_range[1]))
+    features = list(feature_channels) or [0]
+    colour = len(features) >= 3
+    centres = np.asarray(centres, dtype=np.float64).reshape(len(centres), -1)
+    channels = []
+    for c in range(max(1, n_channels)):
+        if c < len(channel_names) and channel_names[c]:
+            label = channel_names[c]
+        else:
+            label = "value" if n_channels <= 1 else f"c{c}"
+        entry: dict[str, Any] = {"label": label, "active": False, "color": "FFFFFF"}
+        window = full
+        if c in features:
+            position = features.index(c)
+            if colour and position < 3:
+                entry.update(color=RGB_COLOURS[position], active=True)
+            elif not colour and position == 0:
+                entry["active"] = True
+                values = centres[:, position] if centres.size else np.array(full)
+                low, high = float(values.min()), float(values.max())
+                if dtype.kind in "iu":  # the recoloured image holds the rounded centres
+                    low, high = float(np.rint(low)), float(np.rint(high))
+                window = (low, high if high > low else low + 1.0)
+        entry["window"] = {
+            "min": min(full[0], window[0]),
+            "max": max(full[1], window[1]),
+            "start": window[0],
+            "end": window[1],
+        }
+        channels.append(entry)
+    rdefs: dict[str, Any] = {"model": "color" if colour else "greyscale", "defaultT": 0}
+    if depth:
+        rdefs["defaultZ"] = int(depth) // 2
+    return {"channels": channels, "rdefs": rdefs}
 
 
 def label_colours(display_rgb: np.ndarray) -> list[dict[str, Any]]:
@@ -229,3 +334,16 @@ def label_colours(display_rgb: np.ndarray) -> list[dict[str, Any]]:
     for i, (r, g, b) in enumerate(rgb.tolist(), start=1):
         colours.append({"label-value": i, "rgba": [r, g, b, 255]})
     return colours
+
+
+def omero_for(source: ImageSource, spec: FeatureSpec, centres: np.ndarray) -> dict[str, Any]:
+    """:func:`image_omero` of an input's recoloured image (``centres`` in feature units)."""
+    return image_omero(
+        source.n_channels,
+        source.dtype,
+        spec.channels,
+        (spec.low, spec.high),
+        spec.to_input_units(centres),
+        channel_names=source.channel_names,
+        depth=source.spatial_shape[0] if source.spatial_ndim == 3 else None,
+    )

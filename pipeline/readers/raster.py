@@ -197,18 +197,20 @@ def _open_png(path: str, options: ReadOptions) -> ImageSource:
         applied.append(f"{depth}-bit grey scaled to 8 bits")
     orientation = _orientation(header.get("orientation", 1), applied)
     shape = orientation.displayed_shape(stored)
-    spacing: tuple[float, ...] = (1.0, 1.0)
-    unit = None
+    # pHYs is the resolution to print or show the picture at (72 or 300 dpi), not the size of
+    # what a pixel saw: it is recorded, and the pixel size stays unknown (sizes in pixels).
+    extra: dict[str, Any] = {}
     if "pHYs" in header:
         ppm_x, ppm_y, phys_unit = header["pHYs"]
         if phys_unit == 1 and ppm_x > 0 and ppm_y > 0:  # pixels per meter
-            spacing, unit = orientation.displayed_shape((1e6 / ppm_y, 1e6 / ppm_x)), "micrometer"
+            dpi = orientation.displayed_shape((ppm_y * 0.0254, ppm_x * 0.0254))
+            extra["print_dpi"] = [round(float(d), 2) for d in dpi]
     return ImageSource(
         path=path,
         axes="yxc" if n_channels > 1 else "yx",
         reader=RasterBlockReader(local_path(path), shape, dtype, "png", "", orientation),
-        spacing=spacing,
-        unit=unit,
+        spacing=(1.0, 1.0),
+        unit=None,
         native_chunks=shape,
         channel_names=color_names(n_channels, rgb=colour in (2, 3, 6)),
         format="png",
@@ -218,6 +220,7 @@ def _open_png(path: str, options: ReadOptions) -> ImageSource:
             "photometric": _PNG_COLOUR_NAMES[colour],
             "orientation": orientation.code,
             "transform": "; ".join(applied) if applied else "none",
+            **extra,
         },
     )
 

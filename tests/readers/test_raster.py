@@ -79,13 +79,15 @@ def test_png_palette(tmp_path: Path, rng: np.random.Generator) -> None:
     assert_reads(source, np.dstack([colours[index], alpha]))
 
 
-def test_png_physical_size(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_png_print_resolution_is_not_a_pixel_size(tmp_path: Path, rng: np.random.Generator) -> None:
+    # A photo's dpi says how large to print it, not what a pixel saw: sizes stay in pixels.
     data = rng.integers(0, 255, size=SHAPE, dtype=np.uint8)
     path = tmp_path / "dpi.png"
     Image.fromarray(data).save(path, dpi=(254, 254))  # 10000 pixels per meter
     source = open_image(str(path))
-    assert source.spacing == pytest.approx((100.0, 100.0), rel=1e-3)
-    assert source.unit == "micrometer"
+    assert source.spacing == (1.0, 1.0)
+    assert source.unit is None
+    assert source.metadata["print_dpi"] == pytest.approx([254, 254], abs=0.1)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])

@@ -83,7 +83,7 @@ class ImageJob:
     #: ``(image, spec)`` before the mask was applied (recolouring, models).
     unmasked: tuple[da.Array, FeatureSpec] | None = None
     #: The curve and choice of ``k: auto``.
-    k_choice: dict[str, Any] | None = None
+    k_auto: dict[str, Any] | None = None
 
 
 @dataclass
@@ -158,7 +158,7 @@ class Plan:
             with _naming(job):
                 engine, job_params = engines[job.name], params
                 if auto_k:
-                    k, job.k_choice = choose_k_auto(
+                    k, job.k_auto = choose_k_auto(
                         engine, lazy[job.name], job.image, job.spec, params, k_min, k_max,
                         compute,
                     )
@@ -305,8 +305,8 @@ class Plan:
                 inside = counts.get(job.name)
                 fraction = None if inside is None else inside / math.prod(job.mask.array.shape)
                 result.metadata["mask"] = _jsonable(job.mask.metadata(fraction))
-            if job.k_choice is not None:
-                result.metadata["k_choice"] = _jsonable(job.k_choice)
+            if job.k_auto is not None:
+                result.metadata["k_auto"] = _jsonable(job.k_auto)
             group = root[job.name] if self.multi else root
             group.attrs["kmseg"] = result.metadata
             results.append(result)

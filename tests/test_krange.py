@@ -123,7 +123,21 @@ def test_plan_records_curve_and_choice(tmp_path, rng):
     plan = build_plan(config, [from_array(image, name="img")])
     with open_executor(plan.config) as executor:
         [result] = plan.execute(executor)
-    choice = result.metadata["k_choice"]
+    choice = result.metadata["k_auto"]
     assert result.k == 5 == choice["k"] and choice["k_min"] == 3 and choice["k_max"] == 8
     assert set(choice["curve"]) == {str(k) for k in range(2, 10)}
     assert result.metadata["config"]["k"] == "auto"
+
+
+def test_report_shows_the_k_curve(tmp_path, rng):
+    from pipeline.execution import open_executor
+    from pipeline.plan import build_plan
+    from pipeline.report import build_report
+
+    out = str(tmp_path / "o.zarr")
+    config = MaskConfig(inputs=["img"], output=out, k="auto", quiet=True, k_min=2, k_max=8)
+    plan = build_plan(config, [from_array(_five_colours(rng), name="img")])
+    with open_executor(plan.config) as executor:
+        plan.execute(executor)
+    html = build_report(out)
+    assert "Choice of k" in html and "k = 5 chosen automatically" in html

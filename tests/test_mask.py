@@ -382,8 +382,8 @@ def test_plan_ct_mask_auto_and_k_auto(tmp_path, rng):
     labels = zarr.open_group(str(out), mode="r")["labels/clusters/0"][...]
     assert ((labels > 0) == ph["body"]).all()
     # inside the body: lung air, fat, soft tissue and bone
-    assert result.k == 4 and result.metadata["k_choice"]["k"] == 4
-    assert set(result.metadata["k_choice"]["curve"]) == {str(k) for k in range(1, 14)}
+    assert result.k == 4 and result.metadata["k_auto"]["k"] == 4
+    assert set(result.metadata["k_auto"]["curve"]) == {str(k) for k in range(1, 14)}
     assert result.metadata["mask"]["method"] == "ct-body"
     assert result.metadata["mask"]["fraction"] == pytest.approx(ph["body"].mean())
     centres = sorted(c[0] for c in result.metadata["centres"])

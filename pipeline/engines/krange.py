@@ -220,7 +220,7 @@ def choose_k_auto(
     k : int
         In ``k_min .. k_max``.
     info : dict
-        For the metadata (``k_choice``): ``k``, ``k_min``, ``k_max``, ``curve`` (``{k: mse}``,
+        For the metadata (``k_auto``): ``k``, ``k_min``, ``k_max``, ``curve`` (``{k: mse}``,
         keys as strings), ``scores``, ``rule``, ``method``, ``curve_s``.
 
     Raises

@@ -20,7 +20,13 @@ def plan(config: JobConfig | Mapping[str, Any]) -> Plan:
     Parameters
     ----------
     config : JobConfig or mapping
-        The job; a mapping is merged over defaults and ``KMSEG_*`` environment variables.
+        The job; a mapping's keys win over ``KMSEG_*`` environment variables, which win over
+        the defaults.
+
+    Raises
+    ------
+    ConfigError
+        A key is unknown or its value is invalid (the message names the key).
     """
     if not isinstance(config, JobConfig):
         config = build_config(dict(config))
@@ -60,7 +66,7 @@ def segment(
     **options
         Any other :class:`~pipeline.config.JobConfig` key (``engine``, ``random_state``,
         ``sample``, ``colour_space``, ``spatial_weight``, ``chunks``, ``overwrite``,
-        ``scheduler``, ``quiet``, ...).
+        ``scheduler``, ``quiet``, ...); they win over ``KMSEG_*`` environment variables.
 
     Returns
     -------

@@ -1,7 +1,12 @@
 """Command-line interface: a thin layer over :mod:`pipeline.api`.
 
 ``kmseg segment``, ``kmseg run``, ``kmseg info`` and ``kmseg demo``; ``main(argv)`` returns the
-exit status so tests call it directly.
+exit status so tests call it directly. Results go to stdout; progress, warnings and errors go
+through :mod:`logging` to stderr (``-q`` quieter, ``-v`` more, with tracebacks).
+
+This module imports only the standard library at start-up, the config (pydantic) when the
+parser is built, and the heavy modules (Dask, NumPy, Zarr) in the command that runs, so that
+``kmseg --version`` and ``kmseg --help`` are quick.
 """
 
 from __future__ import annotations
@@ -9,46 +14,83 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import traceback
+import typing
 from collections.abc import Sequence
-from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 
-from pipeline import __version__
-from pipeline.config import JobConfig, build_config, load_yaml
+import pipeline
 from pipeline.errors import KmsegError
+from pipeline.warn import capture
+
+log = logging.getLogger("pipeline.cli")
 
 #: Flags that have a short form.
 _SHORT = {"k": "-k", "output": "-o", "quiet": "-q"}
-#: Keys given as positional arguments of ``segment``.
-_POSITIONAL = {"inputs"}
+#: Loggers of kmseg's own messages (``kmseg`` is used by older modules).
+_LOGGERS = ("pipeline", "kmseg")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"kmseg: error: {message} (see {self.prog} --help)\n")
+
+
+class _Version(argparse.Action):
+    """``--version``, looking the version up only when asked (it costs start-up time)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        print(f"kmseg {pipeline.__version__}")
+        parser.exit()
+
+
+def _show(value: Any) -> str:
+    """A default as the help shows it."""
+    if value is None or value == "" or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, *, positional_inputs: bool) -> None:
-    """One flag per config key; unset flags keep lower layers' values (default None)."""
-    for f in fields(JobConfig):
-        if f.name in _POSITIONAL and positional_inputs:
+    """One flag per config key, help from the key's description; unset flags give None."""
+    from pipeline.config import LIST_KEYS, config_fields, default_of
+
+    group = parser.add_argument_group(
+        "configuration keys (each also a YAML key, a KMSEG_<KEY> variable and --set KEY=VALUE)"
+    )
+    for name, info in config_fields().items():
+        if name == "inputs" and positional_inputs:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        names = [_SHORT[f.name], flag] if f.name in _SHORT else [flag]
-        doc = _field_doc(f.name)
-        if f.type in ("bool", bool):
-            parser.add_argument(
-                *names, dest=f.name, action="store_const", const=True, default=None, help=doc
+        flag = "--" + name.replace("_", "-")
+        names = [_SHORT[name], flag] if name in _SHORT else [flag]
+        described = info.description or name.replace("_", " ")
+        text = f"{described} (default: {_show(default_of(name))})".replace("%", "%%")
+        if info.annotation is bool:
+            group.add_argument(
+                *names, dest=name, action="store_const", const=True, default=None, help=text
             )
-            if f.name != "quiet":
-                parser.add_argument(
-                    "--no-" + f.name.replace("_", "-"),
-                    dest=f.name,
-                    action="store_const",
-                    const=False,
-                    help=argparse.SUPPRESS,
-                )
-        elif f.name in ("inputs", "chunks"):
-            parser.add_argument(*names, dest=f.name, nargs="+", default=None, help=doc)
-        else:
-            parser.add_argument(*names, dest=f.name, default=None, help=doc)
-    parser.add_argument(
+            group.add_argument(
+                "--no-" + name.replace("_", "-"),
+                dest=name,
+                action="store_const",
+                const=False,
+                help=argparse.SUPPRESS,
+            )
+            continue
+        choices = typing.get_args(info.annotation)
+        metavar = "{" + ",".join(choices) + "}" if typing.get_origin(info.annotation) is \
+            typing.Literal else name.upper()
+        nargs = "+" if name in LIST_KEYS else None
+        group.add_argument(
+            *names, dest=name, nargs=nargs, default=None, metavar=metavar, help=text
+        )
+    group.add_argument(
         "--set",
         dest="set_",
         action="append",
@@ -58,28 +100,17 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, positional_inputs: boo
     )
 
 
-def _field_doc(name: str) -> str:
-    """The first line of a key's description in :class:`JobConfig`'s docstring."""
-    lines = (JobConfig.__doc__ or "").splitlines()
-    for i, line in enumerate(lines):
-        names, sep, _ = line.strip().partition(" :")
-        if sep and name in [n.strip() for n in names.split(",")]:
-            indent = len(line) - len(line.lstrip()) + 1
-            text = []
-            for follow in lines[i + 1 :]:
-                if len(follow) - len(follow.lstrip()) < indent or not follow.strip():
-                    break
-                text.append(follow.strip())
-            return " ".join(text).replace("``", "")
-    return ""
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {
-        f.name: getattr(args, f.name)
-        for f in fields(JobConfig)
-        if getattr(args, f.name, None) is not None
-    }
+    """The config keys given as flags and with ``--set``."""
+    from pipeline.config import Layer, config_fields
+
+    out = Layer(
+        {
+            name: getattr(args, name)
+            for name in config_fields()
+            if getattr(args, name, None) is not None
+        }
+    )
     for item in args.set_:
         key, sep, value = item.partition("=")
         if not sep:
@@ -88,7 +119,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _print_results(results: list, quiet: bool) -> None:
+def _print_results(results: list) -> None:
     for r in results:
         counts = ", ".join(str(int(c)) for c in r.counts)
         print(
@@ -98,20 +129,24 @@ def _print_results(results: list, quiet: bool) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from pipeline.api import run
+    from pipeline.config import build_config
 
     overrides = _overrides(args)
     overrides["inputs"] = args.inputs
-    config = build_config({}, overrides)
-    _print_results(run(config), config.quiet)
+    config = build_config(overrides)
+    from pipeline.api import run  # after the config is checked: errors come quickly
+
+    _print_results(run(config))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.api import run
+    from pipeline.config import build_config, load_yaml
 
     config = build_config(load_yaml(args.config), _overrides(args))
-    _print_results(run(config), config.quiet)
+    from pipeline.api import run
+
+    _print_results(run(config))
     return 0
 
 
@@ -136,16 +171,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
-    run_demo(args.folder, k=int(args.k), overwrite=bool(args.overwrite), quiet=args.quiet)
+    options: dict[str, Any] = {"quiet": args.quiet}
+    if args.k is not None:
+        options["k"] = args.k
+    _print_results([run_demo(args.folder, **options)])
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``kmseg`` argument parser with its four commands."""
+    parser = _Parser(
         prog="kmseg",
         description="Segment images of any size with K-Means on Dask, writing OME-Zarr.",
     )
-    parser.add_argument("--version", action="version", version=f"kmseg {__version__}")
+    parser.add_argument("--version", action=_Version, help="print kmseg's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -154,22 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
             "--verbose",
             action="count",
             default=0,
-            help="more logging; show tracebacks on errors",
+            help="more messages (Dask's too) and tracebacks on errors",
         )
 
-    p = sub.add_parser("segment", help="segment images: kmseg segment INPUT... -k 4 -o OUT.zarr")
+    def sub_parser(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text)
+
+    p = sub_parser("segment", "segment images: kmseg segment INPUT... -k 4 -o OUT.zarr")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     _add_config_flags(p, positional_inputs=True)
     common(p)
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("run", help="run a YAML job: kmseg run JOB.yaml [--key value ...]")
+    p = sub_parser("run", "run a YAML job: kmseg run JOB.yaml [--key value ...]")
     p.add_argument("config", metavar="JOB.yaml")
     _add_config_flags(p, positional_inputs=False)
     common(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("info", help="describe an output store")
+    p = sub_parser("info", "describe an output store")
     p.add_argument("store", metavar="OUT.zarr")
     p.add_argument(
         "--csv", action="store_true", help="per-class measurements as CSV, one row per class"
@@ -178,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     # kmseg report: a self-contained HTML page of an output (pipeline.report).
-    p = sub.add_parser("report", help="write an HTML report: kmseg report OUT.zarr -o PAGE.html")
+    p = sub_parser("report", "write an HTML report: kmseg report OUT.zarr -o PAGE.html")
     p.add_argument("store", metavar="OUT.zarr")
     p.add_argument(
         "-o", "--output", default=None, metavar="PAGE.html",
@@ -187,48 +229,92 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="segment a bundled sample photo")
+    p = sub_parser("demo", "segment a photo bundled with scikit-image")
     p.add_argument(
-        "folder",
-        nargs="?",
-        default="kmseg-demo",
-        help="folder for the sample and its output (default: kmseg-demo)",
+        "folder", nargs="?", default="kmseg-demo", help="output folder (default: kmseg-demo)"
     )
-    p.add_argument("-k", default=4, type=int, help="number of clusters (default 4)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo output")
+    p.add_argument("-k", default=None, help="number of clusters (default: 4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     common(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
 
+# --- messages -----------------------------------------------------------------------------------
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (tests replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # the base class sets it; always use sys.stderr
+        pass
+
+
+class _Formatter(logging.Formatter):
+    """``kmseg: message``, ``kmseg: warning: message``, ``kmseg: error: message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING and not text.startswith("kmseg"):
+            text = f"{record.levelname.lower()}: {text}"
+        return text if text.startswith("kmseg") else f"kmseg: {text}"
+
+
+_HANDLER = _StderrHandler()
+_HANDLER.setFormatter(_Formatter())
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """Send kmseg's messages to stderr: INFO by default, WARNING with ``quiet``, DEBUG with -v.
+
+    Dask's distributed logs INFO lines only with ``-v`` (see :mod:`pipeline.execution`).
+    """
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if _HANDLER not in logger.handlers:
+            logger.addHandler(_HANDLER)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    verbose = getattr(args, "verbose", 0) or 0
-    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING)
-    if verbose < 2:  # distributed logs every worker and client event at INFO
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # before building the parser: the quickest answer
+        print(f"kmseg {pipeline.__version__}")
+        return 0
     try:
-        return int(args.func(args))
-    except KmsegError as exc:
-        if verbose > 0:
-            traceback.print_exc()
-        print(f"kmseg: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("kmseg: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a failure inside a task: still one line without -v
-        if verbose > 0:
-            traceback.print_exc()
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"kmseg: error: {type(exc).__name__}: {message} (run with -v for details)",
-            file=sys.stderr,
-        )
-        return 1
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    verbose = args.verbose
+    setup_logging(verbose, quiet=bool(getattr(args, "quiet", False)))
+    # Every warning, kmseg's or a library's, as one `kmseg: warning: ...` line, recorded in
+    # the output metadata of the input it names.
+    with capture(echo=True, forward=False):
+        try:
+            return int(args.func(args))
+        except KmsegError as exc:
+            log.error("%s", exc, exc_info=verbose > 0)
+            return 2
+        except KeyboardInterrupt:
+            log.error("kmseg: interrupted")  # as a shell user expects: no "error:" prefix
+            return 130
+        except Exception as exc:  # a failure inside a task: still one line without -v
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            log.error(
+                "%s: %s (run with -v for details)", type(exc).__name__, message,
+                exc_info=verbose > 0,
+            )
+            return 1
 
 
 if __name__ == "__main__":

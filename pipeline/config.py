@@ -1,190 +1,238 @@
-"""The job configuration: one typed object, loaded in layers and validated once.
+"""The job configuration: one typed, immutable object, validated once, loaded in layers.
 
-Layers, later ones winning: defaults → YAML file → ``KMSEG_*`` environment variables → explicit
-overrides (the CLI's flags). Every key can be set in each layer.
+:class:`JobConfig` is a frozen pydantic dataclass: each key is one field with its type, its
+allowed range and the description that ``kmseg segment --help`` prints. Values may arrive as text
+(environment variables, flags, ``--set``) or typed (YAML, the Python API); pydantic converts and
+checks them, and an invalid value is one :class:`~pipeline.errors.ConfigError` line that names
+where it came from: the key, the environment variable (``KMSEG_K``) or the job file and key.
+
+Layers, later ones winning: defaults < ``KMSEG_<KEY>`` environment variables (and
+``DASK_SCHEDULER_ADDRESS``) < the YAML job file < explicit values (flags, ``--set``, keyword
+arguments of the Python API). The environment holds settings for every job of a machine or a
+container; a job file is written for one job, so it wins over them; a flag is typed for this run.
+
+Adding a key is one field in :class:`JobConfig`, e.g.
+``my_key: int = Field(3, ge=0, description="what it does")``, and one row in the README's
+"Configuration keys" table; the flag, the environment variable, ``--set``, YAML and ``--help``
+follow from the field.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
+import math
 import os
+import re
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal
 
-import yaml
+from pydantic import ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
 from pipeline.errors import ConfigError
-from pipeline.readers.base import DEFAULT_MAX_PIXELS, ReadOptions
 
-ENGINE_NAMES = ("auto", "exact", "dask-ml", "sample")
-SCHEDULERS = ("threads", "processes", "synchronous")
+if typing.TYPE_CHECKING:
+    from pipeline.readers.base import ReadOptions
+
+#: Default of ``max_pixels``: refuse inputs whose header declares more pixels (all axes but
+#: channels) than this. 10**11 (100 Gpixels) holds the largest whole-slide images (about
+#: 2 * 10**10) and 4096**3 volumes, and refuses headers that declare absurd sizes.
+DEFAULT_MAX_PIXELS = 10**11
+#: Distributed's address schemes a scheduler may be reached by.
+ADDRESS_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+_ADDRESS = re.compile(
+    r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?"
+    r"(?:[^@/\s]+@)?"  # user:password@ (redacted in messages)
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
+    r":(?P<port>\d{1,5})/?$"
+)
+#: Text that means "unset" for a key that may be unset.
+_UNSET_TEXT = ("", "none", "null")
 
 
-@dataclass(frozen=True)
+@dataclass(
+    frozen=True,
+    config=ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True),
+)
 class JobConfig:
-    """Everything that defines a segmentation job.
+    """Everything that defines a segmentation job; see each field's description.
 
-    Attributes
-    ----------
-    inputs : list of str
-        Image paths, globs or folders.
-    output : str
-        Output Zarr store (one input) or folder group holding one store per input.
-    k : int
-        Number of clusters.
-    engine : str
-        ``auto``, ``exact``, ``dask-ml`` or ``sample``.
-    random_state : int or None
-        Seed for initialisation and sampling.
-    sample : int or None
-        Fit on this many pixels drawn reproducibly across chunks.
-    max_iter, tol, n_init : int, float, int
-        K-Means iteration limits and restarts.
-    colour_space : str
-        ``rgb`` or ``lab`` (RGB inputs only).
-    spatial_weight : float
-        Weight of pixel coordinates appended to the features (0 = colour only).
-    level, series : int
-        Pyramid level and series of TIFF/OME-Zarr inputs.
-    array_path : str or None
-        Array inside a Zarr group input.
-    chunks : list of int or None
-        Spatial chunk shape; chosen from ``chunk_mb`` when unset.
-    chunk_mb : float or None
-        Target size of one chunk of the input in MiB; chosen from the memory available
-        per thread when unset.
-    pyramid_levels : int or None
-        Number of output levels; chosen from the image size when unset.
-    overwrite : bool
-        Replace an existing output store.
-    scheduler : str or None
-        Address of a running Dask scheduler (``tcp://host:8786``); local execution when unset.
-    local_scheduler : str
-        Local execution: ``threads`` (default), ``processes`` (a LocalCluster) or
-        ``synchronous``.
-    n_workers : int or None
-        Workers (``processes``) or threads (``threads``) for local execution.
-    quiet : bool
-        No progress bar.
-    scheduler_file : str or None
-        Dask scheduler file (written by ``dask scheduler --scheduler-file``) to connect to.
-    cluster : mapping or None
-        Cluster block {kind: local|remote|slurm|pbs|kubernetes|gateway|..., ...}: YAML file or text.
-        On the command line, a YAML file holding the block (or ``cluster:`` and the block) or
-        inline YAML; see docs/clusters.md.
-    tls_ca_file : str or None
-        CA certificate (PEM) for a scheduler that requires TLS.
-    tls_cert : str or None
-        Client certificate (PEM) for TLS; may also hold the key.
-    tls_key : str or None
-        Client private key (PEM) for TLS.
-    connect_timeout : float
-        Seconds to wait for a Dask scheduler before failing (default 30).
-    performance_report : str or None
-        Write Dask's HTML performance report of the job to this file.
-    valid_range : list of float or None
-        ``[low, high]``: values outside this closed range are no data (label 0, left out of the
-        fit and the statistics), e.g. CT outside the scanner's field of view.
-    alpha : str
-        ``mask`` (default): an alpha channel is not a feature, pixels with alpha 0 are no data,
-        and alpha passes through to the recoloured image; ``channel``: alpha is an ordinary
-        feature channel.
-    max_pixels : int
-        Refuse inputs whose header declares more pixels than this (checked before anything is
-        allocated).
-    missing_slices : str
-        A DICOM series with missing slices: ``warn`` (default) or ``error``.
-    reorient : bool
-        Reorient NIfTI volumes to the closest canonical (RAS+) orientation.
+    Construction validates every value (raising :class:`pydantic.ValidationError`);
+    :func:`build_config` turns that into one :class:`~pipeline.errors.ConfigError` line.
     """
 
-    inputs: list[str] = field(default_factory=list)
-    output: str = ""
-    k: int = 4
-    engine: str = "auto"
-    random_state: int | None = 0
-    sample: int | None = None
-    max_iter: int = 300
-    tol: float = 1e-4
-    n_init: int = 10
-    colour_space: str = "rgb"
-    spatial_weight: float = 0.0
-    level: int = 0
-    series: int = 0
-    array_path: str | None = None
-    chunks: list[int] | None = None
-    chunk_mb: float | None = None
-    pyramid_levels: int | None = None
-    overwrite: bool = False
-    scheduler: str | None = None
-    local_scheduler: str = "threads"
-    n_workers: int | None = None
-    quiet: bool = False
-    scheduler_file: str | None = None
-    cluster: dict[str, Any] | None = None
-    tls_ca_file: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    connect_timeout: float = 30.0
-    performance_report: str | None = None
-    valid_range: list[float] | None = None
-    alpha: str = "mask"
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    missing_slices: str = "warn"
-    reorient: bool = False
+    inputs: list[str] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="image paths, folders, globs or sample:NAME",
+    )
+    output: str = Field(
+        "", validate_default=True, description="output Zarr store (a folder or an s3:// URL)"
+    )
+    k: int = Field(4, ge=1, le=65535, description="number of clusters")
+    engine: Literal["auto", "exact", "dask-ml", "sample"] = Field(
+        "auto", description="fitting engine; auto picks exact where it applies, else dask-ml"
+    )
+    random_state: int | None = Field(
+        0, ge=0, le=2**32 - 1, description="seed for initialisation and sampling"
+    )
+    sample: int | None = Field(
+        None, ge=1, description="fit on this many pixels drawn reproducibly across chunks"
+    )
+    max_iter: int = Field(300, ge=1, description="K-Means iteration limit")
+    tol: float = Field(1e-4, ge=0, description="K-Means convergence tolerance")
+    n_init: int = Field(10, ge=1, description="K-Means restarts")
+    colour_space: Literal["rgb", "lab"] = Field(
+        "rgb", description="feature colour space (lab: CIELAB, RGB inputs only)"
+    )
+    spatial_weight: float = Field(
+        0.0, ge=0, description="weight of pixel coordinates (scaled to [0, 1]) in the features"
+    )
+    level: int = Field(0, ge=0, description="pyramid level of a TIFF or OME-Zarr input")
+    series: int = Field(0, ge=0, description="series of a TIFF input")
+    array_path: str | None = Field(None, description="array inside a Zarr group input")
+    chunks: list[PositiveInt] | None = Field(
+        None,
+        min_length=2,
+        max_length=3,
+        description="spatial chunk shape, e.g. 512x512 or 512,512 ([z,] y, x); "
+        "none: chosen from chunk_mb",
+    )
+    chunk_mb: float | None = Field(
+        None,
+        gt=0,
+        description="target input MiB per chunk; none: from the memory per thread (4-64 MiB)",
+    )
+    pyramid_levels: int | None = Field(
+        None, ge=1, le=64, description="output pyramid levels; none: from the image size"
+    )
+    overwrite: bool = Field(False, description="replace an existing output store")
+    scheduler: str | None = Field(
+        None,
+        description="address of a running Dask scheduler (tcp://HOST:PORT, tls://HOST:PORT "
+        "or HOST:PORT); also DASK_SCHEDULER_ADDRESS",
+    )
+    local_scheduler: Literal["threads", "processes", "synchronous"] = Field(
+        "threads", description="without a scheduler: local threads, a LocalCluster or one thread"
+    )
+    n_workers: int | None = Field(
+        None, ge=1, description="threads (or worker processes) for local execution; none: all cores"
+    )
+    quiet: bool = Field(False, description="no progress bar or progress messages")
+    scheduler_file: str | None = Field(
+        None, description="Dask scheduler file (dask scheduler --scheduler-file) to connect to"
+    )
+    cluster: dict[str, Any] | None = Field(
+        None,
+        description="cluster block {kind: local|remote|slurm|pbs|kubernetes|gateway|..., ...}: "
+        "a YAML file or inline YAML (docs/clusters.md)",
+    )
+    tls_ca_file: str | None = Field(None, description="CA certificate (PEM) for a tls:// scheduler")
+    tls_cert: str | None = Field(
+        None, description="client certificate (PEM) for TLS; may also hold the key"
+    )
+    tls_key: str | None = Field(None, description="client private key (PEM) for TLS")
+    connect_timeout: float = Field(
+        30.0, gt=0, description="seconds to wait for a Dask scheduler before failing"
+    )
+    performance_report: str | None = Field(
+        None, description="write Dask's HTML performance report of the job to this file"
+    )
+    valid_range: list[float] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="LOW HIGH: values outside this closed range are no data (label 0)",
+    )
+    alpha: Literal["mask", "channel"] = Field(
+        "mask",
+        description="mask: alpha is no feature, alpha 0 is no data, alpha passes through; "
+        "channel: alpha is a feature",
+    )
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        ge=1,
+        description="refuse inputs whose header declares more pixels than this",
+    )
+    missing_slices: Literal["warn", "error"] = Field(
+        "warn", description="a DICOM series with missing slices: warn or error"
+    )
+    reorient: bool = Field(
+        False, description="reorient NIfTI volumes to the closest canonical (RAS+) orientation"
+    )
 
-    def validate(self) -> JobConfig:
-        """Return ``self`` after checking every value; raise :class:`ConfigError` otherwise."""
-        if not self.inputs:
-            raise ConfigError("no input given")
-        if not self.output:
-            raise ConfigError("no output given (-o OUT.zarr)")
-        if self.k < 1:
-            raise ConfigError(f"k must be at least 1, got {self.k}")
-        if self.k > 65535:
-            raise ConfigError(f"k must be at most 65535, got {self.k}")
-        if self.engine not in ENGINE_NAMES:
-            raise ConfigError(
-                f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}"
-            )
-        if self.colour_space not in ("rgb", "lab"):
-            raise ConfigError(f"colour_space must be 'rgb' or 'lab', got {self.colour_space!r}")
-        if self.spatial_weight < 0:
-            raise ConfigError("spatial_weight must be >= 0")
-        if self.sample is not None and self.sample < 1:
-            raise ConfigError("sample must be a positive number of pixels")
-        if self.local_scheduler not in SCHEDULERS:
-            raise ConfigError(f"local_scheduler must be one of {', '.join(SCHEDULERS)}")
-        if self.chunks is not None and any(c < 1 for c in self.chunks):
-            raise ConfigError("chunks must be positive")
-        if self.chunk_mb is not None and self.chunk_mb <= 0:
-            raise ConfigError("chunk_mb must be positive")
-        if self.max_iter < 1 or self.n_init < 1 or self.tol < 0:
-            raise ConfigError("max_iter and n_init must be >= 1 and tol >= 0")
-        if self.connect_timeout <= 0:
-            raise ConfigError("connect_timeout must be positive")
-        if self.valid_range is not None and (
-            len(self.valid_range) != 2 or not self.valid_range[0] <= self.valid_range[1]
-        ):
-            raise ConfigError("valid_range must be [low, high] with low <= high")
-        if self.alpha not in ("mask", "channel"):
-            raise ConfigError(f"alpha must be 'mask' or 'channel', got {self.alpha!r}")
-        if self.max_pixels < 1:
-            raise ConfigError("max_pixels must be positive")
-        if self.missing_slices not in ("warn", "error"):
-            raise ConfigError(
-                f"missing_slices must be 'warn' or 'error', got {self.missing_slices!r}"
-            )
-        if self.cluster is not None:
+    # --- conversions of text and YAML values, before the type check ---------------------------
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _before(cls, value: Any, info: Any) -> Any:
+        """Text to values: ``none`` unsets, ``512x512`` is a list, a path or YAML a mapping."""
+        name = info.field_name
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, str) and value.strip().lower() in _UNSET_TEXT and name in _OPTIONAL:
+            return None
+        if isinstance(value, bool) and name in _NUMERIC:
+            raise ValueError("expected a number, got a boolean")
+        if name in LIST_KEYS:
+            return _as_list(name, value)
+        if name == "cluster" and value is not None:
+            return _mapping(name, value)
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _some_input(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("no input given")
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _an_output(cls, value: str) -> str:
+        if not value:
+            raise ValueError("no output given (-o OUT.zarr)")
+        return value
+
+    @field_validator("valid_range")
+    @classmethod
+    def _ordered_range(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not value[0] <= value[1]:
+            raise ValueError("must be [low, high] with low <= high")
+        return value
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_address(value)
+        return value
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_block(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
             from pipeline.cluster import validate_cluster
 
-            validate_cluster(self.cluster)
+            try:
+                validate_cluster(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    # --- use ----------------------------------------------------------------------------------
+
+    def validate(self) -> JobConfig:
+        """Return ``self``: every value was checked when the object was made."""
         return self
 
     def read_options(self) -> ReadOptions:
         """The keys that readers use."""
+        from pipeline.readers.base import ReadOptions
+
         return ReadOptions(
             level=self.level,
             series=self.series,
@@ -196,54 +244,86 @@ class JobConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every key (recorded in output metadata), secrets redacted."""
+        import dataclasses
+
         from pipeline.redaction import redact
 
         return redact(dataclasses.asdict(self))
 
 
-_FIELDS = {f.name: f for f in fields(JobConfig)}
-_TYPES = get_type_hints(JobConfig)
+def config_fields() -> dict[str, Any]:
+    """Every key of :class:`JobConfig` and its pydantic ``FieldInfo``, in definition order."""
+    return dict(JobConfig.__pydantic_fields__)
 
 
-def coerce(key: str, value: Any) -> Any:
-    """Convert a value given as text (environment, CLI) or YAML to the key's type."""
-    if key not in _FIELDS:
-        raise ConfigError(f"unknown config key {key!r}")
-    hint = str(_TYPES[key])
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-        if "None" in hint:
-            return None
-        raise ConfigError(f"{key} cannot be empty")
-    try:
-        if hint.startswith("dict"):
-            return _mapping(key, value)
-        if "list[str]" in hint:
-            return [value] if isinstance(value, str) else [str(v) for v in value]
-        if "list[float]" in hint:
-            if isinstance(value, str):
-                value = value.strip("[]").split(",")
-            return [float(v) for v in value]
-        if "list[int]" in hint:
-            if isinstance(value, str):
-                value = value.replace("x", ",").split(",")
-            return [int(v) for v in value]
-        if hint.startswith("bool") or hint == "<class 'bool'>":
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if "int" in hint and "float" not in hint:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if "float" in hint:
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"invalid value for {key}: {value!r}") from None
+def default_of(name: str) -> Any:
+    """The default value of the key ``name``."""
+    info = config_fields()[name]
+    return info.default_factory() if info.default_factory is not None else info.default
+
+
+def _accepts(annotation: Any, kind: type) -> bool:
+    if annotation is kind:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, kind) for a in typing.get_args(annotation))
+    return origin is kind
+
+
+_OPTIONAL = {n for n, f in config_fields().items() if _accepts(f.annotation, type(None))}
+_NUMERIC = {
+    n for n, f in config_fields().items()
+    if _accepts(f.annotation, int) or _accepts(f.annotation, float)
+}
+#: Keys whose value is a list (several flag arguments, or text such as ``512x512``).
+LIST_KEYS = {n for n, f in config_fields().items() if _accepts(f.annotation, list)}
+
+
+def _as_list(name: str, value: Any) -> Any:
+    """A list key's value from text: ``512x512``, ``512,512``, ``[-1000, 3000]`` or one path.
+
+    Flags give a list of such texts (``--chunks 512 512`` or ``--chunks 512x512``).
+    """
+    if value is None:
+        return None
+    if name == "inputs":
+        if isinstance(value, (list, tuple)):
+            return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+        return [value] if isinstance(value, str) else value
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        return value
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, str):
+            text = item.strip().strip("[]()")
+            separators = "x," if name == "chunks" else ","
+            out += [part.strip() for part in re.split(f"[{separators}]", text) if part.strip()]
+        else:
+            out.append(item)
+    return out
+
+
+def check_address(address: str) -> str:
+    """Return ``address`` if it has the form of a Dask scheduler address; raise ValueError.
+
+    Accepted: ``SCHEME://HOST:PORT`` with a scheme of :data:`ADDRESS_SCHEMES`, or a bare
+    ``HOST:PORT`` (tcp). IPv6 hosts go in brackets (``tcp://[::1]:8786``).
+    """
+    from pipeline.redaction import redact_url
+
+    match = _ADDRESS.match(address.strip())
+    problem = None
+    if match is None:
+        problem = "expected SCHEME://HOST:PORT or HOST:PORT"
+    elif match["scheme"] and match["scheme"].lower() not in ADDRESS_SCHEMES:
+        problem = f"unknown scheme {match['scheme']!r}; use one of {', '.join(ADDRESS_SCHEMES)}"
+    elif not 1 <= int(match["port"]) <= 65535:
+        problem = "the port must be 1-65535"
+    if problem:
+        raise ValueError(f"not a scheduler address ({problem}), got {redact_url(address)!r}")
+    return address
 
 
 def _mapping(key: str, value: Any) -> dict[str, Any]:
@@ -254,13 +334,15 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
     if not isinstance(value, str):
-        raise ValueError(value)
+        raise ValueError("must be a mapping")
+    import yaml
+
     text = value
     if os.path.isfile(value):
         try:
             text = Path(value).read_text()
         except OSError as exc:
-            raise ConfigError(f"{key}: cannot read {value} ({exc.strerror})") from None
+            raise ValueError(f"cannot read {value} ({exc.strerror})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -268,18 +350,39 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
     if isinstance(data, dict) and set(data) == {key} and isinstance(data[key], dict):
         data = data[key]
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"{key} must be a mapping, a YAML file holding one or inline YAML "
-            f"such as '{{kind: local}}', got {value!r}"
+        raise ValueError(
+            "must be a mapping, a YAML file holding one or inline YAML such as '{kind: local}'"
         )
     return data
 
 
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML job file into a dict of config keys (``input`` is accepted for ``inputs``).
+# --- layers -------------------------------------------------------------------------------------
+
+
+class Layer(dict):
+    """Config keys from one source, with the name under which each key is reported in errors.
+
+    ``where`` maps a key to ``KMSEG_K``, ``job.yaml: k``, ...; keys missing there are reported
+    under their own name.
+    """
+
+    def __init__(self, values: Mapping[str, Any] = (), where: Mapping[str, str] = ()) -> None:
+        super().__init__(values)
+        self.where = dict(where)
+
+
+def load_yaml(path: str | os.PathLike) -> Layer:
+    """Read a YAML job file into config keys (``input`` is accepted for ``inputs``).
 
     Relative paths in the file are relative to the current folder, as on the command line.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, is not YAML, or is not a mapping.
     """
+    import yaml
+
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -291,38 +394,90 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a job file must be a mapping of keys to values")
     if "input" in data:
+        if "inputs" in data:
+            raise ConfigError(f"{path}: give either input or inputs, not both")
         data["inputs"] = data.pop("input")
-    return data
+    return Layer(data, {str(key): f"{path}: {key}" for key in data})
 
 
-def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Config keys from ``KMSEG_<KEY>`` variables (and ``DASK_SCHEDULER_ADDRESS``)."""
+def from_environment(environ: Mapping[str, str] | None = None) -> Layer:
+    """Config keys from ``KMSEG_<KEY>`` variables and ``DASK_SCHEDULER_ADDRESS``.
+
+    Empty variables count as unset, as do ``KMSEG_*`` variables that name no key (the Docker
+    files use ``KMSEG_DATA`` and others for themselves). ``KMSEG_INPUTS`` is split on
+    ``os.pathsep``. ``KMSEG_SCHEDULER`` wins over ``DASK_SCHEDULER_ADDRESS``.
+    """
     environ = os.environ if environ is None else environ
-    out: dict[str, Any] = {}
+    layer = Layer()
     if environ.get("DASK_SCHEDULER_ADDRESS"):
-        out["scheduler"] = environ["DASK_SCHEDULER_ADDRESS"]
-    for key in _FIELDS:
+        layer["scheduler"] = environ["DASK_SCHEDULER_ADDRESS"]
+        layer.where["scheduler"] = "DASK_SCHEDULER_ADDRESS"
+    for key in config_fields():
         name = "KMSEG_" + key.upper()
-        if name in environ:
-            value: Any = environ[name]
-            if key == "inputs":
-                value = value.split(os.pathsep)
-            out[key] = value
-    return out
+        value: Any = environ.get(name)
+        if value:
+            layer[key] = value.split(os.pathsep) if key == "inputs" else value
+            layer.where[key] = name
+    return layer
 
 
 def build_config(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> JobConfig:
-    """Merge defaults, the given layers (in order) with the environment before the last layer.
+    """Validate the environment and ``layers`` merged over the defaults, later layers winning.
 
-    Typical call: ``build_config(yaml_dict, cli_overrides)``.
+    Typical call: ``build_config(load_yaml(job), flags)``: defaults < environment < job file
+    < flags.
+
+    Parameters
+    ----------
+    *layers : mapping
+        Config keys; a :class:`Layer` also says where each key came from, for messages.
+    environ : mapping, optional
+        Environment variables (default ``os.environ``).
+
+    Raises
+    ------
+    ConfigError
+        One line naming every invalid key (or variable, or file and key) and the problem.
     """
     merged: dict[str, Any] = {}
-    ordered = (
-        [*layers[:-1], from_environment(environ), *layers[-1:]]
-        if layers
-        else [from_environment(environ)]
-    )
-    for layer in ordered:
+    where: dict[str, str] = {}
+    known = config_fields()
+    for layer in (from_environment(environ), *layers):
+        names = getattr(layer, "where", {})
         for key, value in layer.items():
-            merged[key] = coerce(key, value)
-    return JobConfig(**merged).validate()
+            key = str(key)
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(f"{names.get(key, key)}: unknown config key{hint}")
+            merged[key] = value
+            where[key] = names.get(key, key)
+    try:
+        return JobConfig(**merged)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, where)) from None
+
+
+def describe_errors(exc: ValidationError, where: Mapping[str, str] | None = None) -> str:
+    """One line for a pydantic ``ValidationError``: ``KEY: problem (got VALUE)`` per error."""
+    from pipeline.redaction import redact
+
+    where = where or {}
+    parts = []
+    for error in exc.errors():
+        loc = error.get("loc") or ("config",)
+        name = where.get(str(loc[0]), str(loc[0])) + "".join(f"[{i}]" for i in loc[1:])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "literal_error":
+            message = message.replace("Input should be", "must be")
+        shown = error.get("input")
+        got = "" if "got " in message or isinstance(shown, dict) else _got(redact(shown))
+        parts.append(f"{name}: {message}{got}")
+    return "; ".join(parts)
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f" (got {value})"
+    text = repr(value)
+    return f" (got {text[:77] + '...' if len(text) > 80 else text})"

@@ -11,6 +11,7 @@ kmseg starts is closed when the context ends.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from pipeline.config import JobConfig
 from pipeline.errors import ConfigError, KmsegError
 from pipeline.paths import is_url
 from pipeline.redaction import redact_url
+
+log = logging.getLogger(__name__)
 
 #: Seconds to wait for a remote scheduler before giving up (``connect_timeout``'s default).
 CONNECT_TIMEOUT_S = 30
@@ -48,9 +51,9 @@ class Executor:
             if self.progress:
                 from distributed import progress
 
-                print(f"kmseg: {label}", file=sys.stderr)
-                progress(futures, notebook=False)
-                print(file=sys.stderr)
+                log.info("%s", label)
+                with contextlib.redirect_stdout(sys.stderr):  # its bar writes to stdout
+                    progress(futures, notebook=False)
             return tuple(self.client.gather(futures))
         if self.progress:
             from tqdm.dask import TqdmCallback
@@ -101,12 +104,16 @@ def _local(config: JobConfig) -> tuple[str, int | None]:
 def _open_client(config: JobConfig, stack: contextlib.ExitStack) -> Any:
     """A distributed client for the config (closed by ``stack``), or None for local threads."""
     timeout = config.connect_timeout
+    spec = config.cluster or {}
+    scheduler, n_threads = _local(config)
+    if not (uses_cluster(config) or scheduler == "processes" or config.performance_report):
+        return None
+    level = stack.enter_context(distributed_logging())
     if config.scheduler or config.scheduler_file:
         security = make_security(config.tls_ca_file, config.tls_cert, config.tls_key)
         return stack.enter_context(
             connect(config.scheduler, config.scheduler_file, security=security, timeout=timeout)
         )
-    spec = config.cluster or {}
     if spec and spec.get("kind") != "threads":
         if spec.get("kind") == "remote":
             security = make_security(
@@ -125,22 +132,48 @@ def _open_client(config: JobConfig, stack: contextlib.ExitStack) -> Any:
         if spec.get("wait_for_workers"):
             client.wait_for_workers(int(spec["wait_for_workers"]))
         return client
-    scheduler, n_threads = _local(config)
-    if scheduler == "processes" or config.performance_report:
-        from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster
 
-        processes = scheduler == "processes"
-        threads = 1 if scheduler == "synchronous" else (n_threads or os.cpu_count() or 1)
-        cluster = stack.enter_context(
-            LocalCluster(
-                n_workers=(config.n_workers if processes else 1),
-                threads_per_worker=(1 if processes else threads),
-                processes=processes,
-                dashboard_address=":0",
-            )
+    processes = scheduler == "processes"
+    threads = 1 if scheduler == "synchronous" else (n_threads or os.cpu_count() or 1)
+    cluster = stack.enter_context(
+        LocalCluster(
+            n_workers=(config.n_workers if processes else 1),
+            threads_per_worker=(1 if processes else threads),
+            processes=processes,
+            dashboard_address=":0",
+            silence_logs=level,  # its workers' processes, which log on their own
         )
-        return stack.enter_context(Client(cluster))
-    return None
+    )
+    return stack.enter_context(Client(cluster))
+
+
+def distributed_log_level() -> int:
+    """The level of Dask distributed's messages: INFO when kmseg logs at DEBUG (``kmseg -v``).
+
+    Without ``-v`` a local cluster's scheduler, nanny and worker INFO lines (dozens per job)
+    are not shown; warnings and errors are.
+    """
+    return logging.INFO if log.isEnabledFor(logging.DEBUG) else logging.WARNING
+
+
+@contextlib.contextmanager
+def distributed_logging() -> Iterator[int]:
+    """Hold the ``distributed`` logger at :func:`distributed_log_level` inside the context.
+
+    distributed sets its own level when it is imported, so this is entered after importing it;
+    the previous level is restored afterwards.
+    """
+    import distributed  # noqa: F401  (its import configures its loggers; ours comes after)
+
+    level = distributed_log_level()
+    logger = logging.getLogger("distributed")
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield level
+    finally:
+        logger.setLevel(previous)
 
 
 def _client_for(cluster: Any, kind: str | None, timeout: float) -> Any:
@@ -227,14 +260,13 @@ def _announce(client: Any) -> None:
     """Tell the user where the dashboard is and how many workers there are."""
     link = getattr(client, "dashboard_link", None)
     if link:
-        print(f"kmseg: Dask dashboard at {link}", file=sys.stderr)
+        log.info("Dask dashboard at %s", link)
     try:
         n = len(client.scheduler_info().get("workers", {}))
     except Exception:  # informational only
         return
     if n == 0:
-        print("kmseg: the scheduler has no workers yet; tasks wait until some join",
-              file=sys.stderr)
+        log.warning("the scheduler has no workers yet; tasks wait until some join")
 
 
 def _check_report_path(path: str) -> None:

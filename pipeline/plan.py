@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -178,7 +178,7 @@ class Plan:
 
     def _say(self, message: str) -> None:
         if not self.config.quiet:
-            print(f"kmseg: {message}", file=sys.stderr, flush=True)
+            logging.getLogger(__name__).info("%s", message)
 
     def _make_masks(self, executor: Executor) -> None:
         """Open every input's mask (``mask`` key): files lazily, ``auto`` on a thumbnail."""

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli import build_parser, main
+from pipeline.config import config_fields
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -18,14 +24,49 @@ def npy_image(tmp_path, photos):
     return str(path)
 
 
+@pytest.fixture
+def tiny_image(tmp_path):
+    """A 32x48 RGB image of four flat colour blocks (k=4 finds them exactly)."""
+    image = np.zeros((32, 48, 3), np.uint8)
+    image[:16, :24] = (200, 30, 30)
+    image[:16, 24:] = (30, 200, 30)
+    image[16:, :24] = (30, 30, 200)
+    image[16:, 24:] = (220, 220, 220)
+    path = tmp_path / "blocks.npy"
+    np.save(path, image)
+    return str(path)
+
+
+def _kmseg_meta(store) -> dict:
+    return json.loads((store / "zarr.json").read_text())["attributes"]["kmseg"]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
 def test_segment_then_info(npy_image, tmp_path, capsys):
     out = str(tmp_path / "out.zarr")
     assert main(["segment", npy_image, "-k", "3", "-o", out, "-q", "--chunks", "100", "150"]) == 0
-    printed = capsys.readouterr().out
-    assert "k=3" in printed and "mse=" in printed
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{out}: k=3 engine=exact mse=")
+    assert captured.err == ""  # -q: no progress, no messages
     assert main(["info", out]) == 0
     info = capsys.readouterr().out
     assert "status complete" in info and "cluster 3" in info and "(3, 400, 600)" in info
+
+
+def test_progress_messages_go_to_stderr(tiny_image, tmp_path, capsys):
+    out = str(tmp_path / "out.zarr")
+    assert main(["segment", tiny_image, "-k", "4", "-o", out]) == 0
+    captured = capsys.readouterr()
+    assert "kmseg: fitting k=4: blocks (exact)" in captured.err
+    assert captured.out.splitlines() == [line for line in captured.out.splitlines()
+                                         if line.startswith(f"{out}: k=4 ")]
+    assert "pixels per cluster=[384, 384, 384, 384]" in captured.out
 
 
 def test_run_yaml_with_overrides(npy_image, tmp_path, capsys):
@@ -38,11 +79,19 @@ def test_run_yaml_with_overrides(npy_image, tmp_path, capsys):
     assert "k=2" in info and "random_state=3" in info
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert "Traceback" not in err[0]
-    return err[0]
+def test_job_file_overrides_the_environment(tiny_image, tmp_path, monkeypatch):
+    """defaults < KMSEG_* variables < the YAML job file < flags."""
+    job = tmp_path / "job.yaml"
+    out = tmp_path / "job.zarr"
+    job.write_text(f"inputs: [{tiny_image}]\noutput: {out}\nk: 2\n")
+    monkeypatch.setenv("KMSEG_K", "3")
+    monkeypatch.setenv("KMSEG_RANDOM_STATE", "7")
+    assert main(["run", str(job), "-q"]) == 0
+    meta = _kmseg_meta(out)
+    assert meta["k"] == 2  # the job file's, not KMSEG_K's
+    assert meta["random_state"] == 7  # the environment's, over the default
+    assert main(["run", str(job), "-q", "--overwrite", "-k", "4"]) == 0
+    assert _kmseg_meta(out)["k"] == 4  # the flag's
 
 
 def test_missing_file(tmp_path, capsys):
@@ -58,9 +107,65 @@ def test_corrupt_file(tmp_path, capsys):
     assert str(bad) in _error_line(capsys)
 
 
-def test_k_below_one(npy_image, tmp_path, capsys):
-    assert main(["segment", npy_image, "-k", "0", "-o", str(tmp_path / "o.zarr"), "-q"]) == 2
-    assert "k must be at least 1" in _error_line(capsys)
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--pyramid-levels", "-2"], "pyramid_levels"),
+        (["--n-workers", "0"], "n_workers"),
+        (["--spatial-weight", "nan"], "spatial_weight"),
+        (["--spatial-weight", "inf"], "spatial_weight"),
+        (["-k", "0"], "k"),
+        (["-k", "abc"], "k"),
+        (["--tol", "-1"], "tol"),
+        (["--chunks", "0", "5"], "chunks[0]"),
+        (["--chunks", "64x0"], "chunks[1]"),
+        (["--engine", "magic"], "engine"),
+        (["--random-state", "-1"], "random_state"),
+        (["--valid-range", "5", "1"], "valid_range"),
+        (["--scheduler", "nohost"], "scheduler"),
+        (["--cluster", "{kind: magic}"], "cluster"),
+        (["--set", "nope=1"], "nope"),
+        (["--set", "k=1.5"], "k"),
+        (["--overwrite", "--set", "overwrite=maybe"], "overwrite"),
+    ],
+)
+def test_bad_values_name_the_key(flags, named, tiny_image, tmp_path, capsys):
+    out = tmp_path / "o.zarr"
+    assert main(["segment", tiny_image, "-o", str(out), "-q", *flags]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"kmseg: error: {named}: "), line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("KMSEG_K", "abc"), ("KMSEG_PYRAMID_LEVELS", "-2"), ("KMSEG_SPATIAL_WEIGHT", "nan"),
+     ("DASK_SCHEDULER_ADDRESS", "not-an-address"), ("DASK_SCHEDULER_ADDRESS", "ftp://h:21")],
+)
+def test_bad_environment_variables_are_named(variable, value, tiny_image, tmp_path, capsys,
+                                             monkeypatch):
+    monkeypatch.setenv(variable, value)
+    assert main(["segment", tiny_image, "-o", str(tmp_path / "o.zarr"), "-q"]) == 2
+    assert _error_line(capsys).startswith(f"kmseg: error: {variable}: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [("nope: 1\n", "nope"), ("k: [1, 2]\n", "k"), ("n_workers: 0\n", "n_workers"),
+     ("quiet: sometimes\n", "quiet")],
+)
+def test_bad_job_file_keys_are_named(text, named, tiny_image, tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"inputs: [{tiny_image}]\noutput: {tmp_path / 'o.zarr'}\n{text}")
+    assert main(["run", str(job)]) == 2
+    assert _error_line(capsys).startswith(f"kmseg: error: {job}: {named}: ")
+
+
+def test_usage_errors_are_one_line(tiny_image, tmp_path, capsys):
+    assert main(["segment", tiny_image, "-o", str(tmp_path / "o.zarr"), "--no-such-flag"]) == 2
+    assert "unrecognized arguments: --no-such-flag" in _error_line(capsys)
+    assert main([]) == 2
+    assert "COMMAND" in _error_line(capsys)
 
 
 def test_existing_output_needs_overwrite(npy_image, tmp_path, capsys):
@@ -80,36 +185,140 @@ def test_overwrite_refuses_a_folder_that_is_not_zarr(npy_image, tmp_path, capsys
     (folder / "thesis.txt").write_text("keep me")
     assert main(["segment", npy_image, "-o", str(folder), "-q", "--overwrite"]) == 2
     assert "not a Zarr store" in _error_line(capsys)
-    assert (folder / "thesis.txt").exists()
+    assert (folder / "thesis.txt").read_text() == "keep me"
 
 
-def test_python_dash_m_pipeline(tmp_path):
+def test_python_dash_m_pipeline_version():
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True, check=True
     )
-    assert done.stdout.startswith("kmseg ")
+    assert re.fullmatch(r"kmseg \S+\n", done.stdout)
+    assert main(["--version"]) == 0
 
 
-def test_every_config_flag_has_help():
-    from dataclasses import fields
+# --- --help ---------------------------------------------------------------------------------------
 
-    from pipeline.cli import build_parser
-    from pipeline.config import JobConfig
 
+def _config_actions(command: str) -> dict:
     parser = build_parser()
-    segment = parser._subparsers._group_actions[0].choices["segment"]
-    helps = {a.dest: a.help for a in segment._actions}
-    for f in fields(JobConfig):
-        if f.name != "inputs":
-            assert helps.get(f.name), f"--{f.name} has no help"
+    sub = parser._subparsers._group_actions[0].choices[command]
+    return {
+        a.dest: a for a in sub._actions
+        if a.option_strings and a.dest in config_fields() and a.help != "==SUPPRESS=="
+    }
 
 
-def test_demo_segments_the_bundled_photo(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["segment", "run"])
+def test_help_shows_every_key_with_its_description_and_default(command):
+    actions = _config_actions(command)
+    expected = set(config_fields()) - ({"inputs"} if command == "segment" else set())
+    assert set(actions) == expected
+    for name in expected:
+        assert actions[name].help.startswith(config_fields()[name].description), name
+        assert "(default: " in actions[name].help, name
+    assert actions["k"].help.endswith("(default: 4)")
+    assert actions["tol"].help.endswith("(default: 0.0001)")
+    assert actions["engine"].help.endswith("(default: auto)")
+    assert actions["overwrite"].help.endswith("(default: false)")
+    assert actions["chunks"].help.endswith("(default: none)")
+    assert actions["max_pixels"].help.endswith(f"(default: {10**11})")
+    # one flag per help line: no two keys share a help text
+    assert len({a.help for a in actions.values()}) == len(actions)
+
+
+def test_help_text(capsys):
+    assert main(["segment", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"--max-iter MAX_ITER\s+K-Means iteration limit \(default: 300\)", text)
+    assert re.search(r"--n-init N_INIT\s+K-Means restarts \(default: 10\)", text)
+
+
+# --- start-up -------------------------------------------------------------------------------------
+
+
+HEAVY = ("dask", "numpy", "zarr", "numba", "skimage", "sklearn", "distributed", "pydantic")
+
+
+@pytest.mark.parametrize(
+    ("code", "allowed"),
+    [
+        ("import pipeline.cli", ()),
+        ("import pipeline.cli; pipeline.cli.main(['--version'])", ()),
+        ("import pipeline.cli; pipeline.cli.build_parser().format_help()", ("pydantic",)),
+    ],
+)
+def test_cli_start_up_imports_no_heavy_module(code, allowed):
+    probe = f"{code}; import sys; print(' '.join({{m.split('.')[0] for m in sys.modules}}))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    loaded = set(done.stdout.split())
+    assert loaded & (set(HEAVY) - set(allowed)) == set()
+
+
+def test_public_api_is_still_reachable():
+    import pipeline
+
+    assert callable(pipeline.segment) and callable(pipeline.run) and callable(pipeline.plan)
+    assert pipeline.JobConfig.__name__ == "JobConfig"
+    assert isinstance(pipeline.__version__, str)
+    with pytest.raises(AttributeError):
+        pipeline.no_such_name  # noqa: B018
+
+
+# --- logging --------------------------------------------------------------------------------------
+
+
+def test_local_process_cluster_is_quiet_without_verbose(tiny_image, tmp_path):
+    """A LocalCluster's INFO lines (scheduler, nanny, workers) appear only with -v."""
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        out = tmp_path / f"o{len(extra)}.zarr"
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "segment", tiny_image, "-o", str(out), "-k", "4",
+             "--local-scheduler", "processes", "--n-workers", "1", *extra],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stderr
+    assert "pixels per cluster=[384, 384, 384, 384]" in quiet.stdout
+    assert "distributed." not in quiet.stderr
+    assert "kmseg: fitting k=4" in quiet.stderr
+    verbose = run("-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "distributed.scheduler - INFO" in verbose.stderr
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+def test_demo_runs_twice_replacing_its_own_output(tmp_path, capsys):
     folder = tmp_path / "demo"
-    assert main(["demo", str(folder), "-q"]) == 0
-    printed = capsys.readouterr().out
-    assert str(folder / "astronaut.zarr") in printed
-    assert main(["info", str(folder / "astronaut.zarr")]) == 0
-    assert "status complete" in capsys.readouterr().out
-    assert main(["demo", str(folder), "-q"]) == 2  # never overwritten silently
-    assert main(["demo", str(folder), "-q", "--overwrite"]) == 0
+    store = folder / "astronaut.zarr"
+    assert main(["demo", str(folder), "-q", "-k", "2"]) == 0
+    assert capsys.readouterr().out.startswith(f"{store}: k=2 ")
+    assert _kmseg_meta(store)["status"] == "complete"
+    assert main(["demo", str(folder), "-q", "-k", "3"]) == 0  # the README's command, again
+    assert capsys.readouterr().out.startswith(f"{store}: k=3 ")
+    meta = _kmseg_meta(store)
+    assert (meta["k"], meta["status"]) == (3, "complete")
+    assert meta["input"]["shape"] == [512, 512, 3]
+
+
+def test_demo_refuses_what_it_did_not_write(tmp_path, tiny_image, capsys):
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    # the user's own folder at the demo's path
+    (folder / "astronaut.zarr").mkdir()
+    (folder / "astronaut.zarr" / "notes.txt").write_text("mine")
+    assert main(["demo", str(folder), "-q"]) == 2
+    assert "not an earlier kmseg demo output" in _error_line(capsys)
+    assert (folder / "astronaut.zarr" / "notes.txt").read_text() == "mine"
+    # a kmseg output of another image at the demo's path
+    other = tmp_path / "other"
+    other.mkdir()
+    assert main(["segment", tiny_image, "-o", str(other / "astronaut.zarr"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["demo", str(other), "-q"]) == 2
+    assert "not an earlier kmseg demo output" in _error_line(capsys)
+    assert _kmseg_meta(other / "astronaut.zarr")["input"]["path"] == tiny_image

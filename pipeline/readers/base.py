@@ -17,6 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 import dask.array as da
 import numpy as np
 
+from pipeline.config import DEFAULT_MAX_PIXELS
+
 
 @runtime_checkable
 class BlockReader(Protocol):
@@ -33,11 +35,6 @@ class BlockReader(Protocol):
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray: ...
 
 
-#: Default limit on an input's declared number of pixels (all axes but channels), checked from
-#: the header before anything is allocated; the ``max_pixels`` config key raises it. 10**11
-#: (100 Gpixels) holds the largest whole-slide images (about 2 * 10**10) and 4096**3 volumes,
-#: and refuses headers that declare absurd sizes (a damaged or hostile file).
-DEFAULT_MAX_PIXELS = 10**11
 
 
 @dataclass(frozen=True)

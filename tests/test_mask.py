@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
-from typing import Any
+from typing import Literal
 
 import dask
 import numpy as np
 import pytest
 import zarr
 from PIL import Image
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from pipeline import mask as masks
 from pipeline.config import JobConfig
@@ -25,21 +26,14 @@ from pipeline.readers.memory import from_array
 COLOURS = np.array([[200, 30, 40], [30, 180, 60], [40, 50, 210]], dtype=np.uint8)
 
 
-@dataclasses.dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class MaskConfig(JobConfig):
-    """JobConfig with the keys this branch adds (the config branch declares them for real)."""
+    """JobConfig with the keys this branch adds (WIRING.md gives them for ``config.py``)."""
 
-    mask: str | None = None
-    k: Any = 4
-    k_min: int = 2
-    k_max: int = 12
-
-    def validate(self) -> MaskConfig:
-        if self.k == "auto":
-            dataclasses.replace(self, k=2).validate()
-            return self
-        super().validate()
-        return self
+    k: int | Literal["auto"] = Field(4, description="number of clusters, or auto")
+    mask: str | None = Field(None, description="mask file, folder, pattern or auto")
+    k_min: int = Field(2, ge=2, le=64, description="smallest k of k: auto")
+    k_max: int = Field(12, ge=2, le=64, description="largest k of k: auto")
 
 
 def _rgb(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -73,7 +73,7 @@ class JobConfig:
         "", validate_default=True, description="output Zarr store (a folder or an s3:// URL)"
     )
     k: int = Field(4, ge=1, le=65535, description="number of clusters")
-    engine: Literal["auto", "exact", "dask-ml", "sample"] = Field(
+    engine: Literal["auto", "exact", "binned", "dask-ml", "sample"] = Field(
         "auto", description="fitting engine; auto picks exact where it applies, else dask-ml"
     )
     random_state: int | None = Field(

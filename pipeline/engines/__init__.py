@@ -5,7 +5,9 @@ integer images whose features depend only on the value and either have one featu
 (any integer dtype up to 64 bits: the table holds the distinct values present, capped at
 :data:`~pipeline.engines.table.AUTO_MAX_DISTINCT` with a fallback to dask-ml beyond) or
 several that pack into keys of at most :data:`~pipeline.engines.keys.AUTO_MAX_KEY_BITS` bits;
-dask-ml otherwise.
+the binned engine (fine binning of the features, exact passes over the pixels) for other images
+whose features depend only on the value (floats, 16-bit colour, many channels); dask-ml
+otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dask.array as da
 
 from pipeline.engines.base import Engine, FitParams, FitResult, TooFewValues
+from pipeline.engines.binned import BinnedEngine, binned_obstacle
 from pipeline.engines.daskml import DaskMLEngine
 from pipeline.engines.exact import ExactEngine
 from pipeline.engines.keys import AUTO_MAX_KEY_BITS, exact_obstacle
@@ -21,7 +24,9 @@ from pipeline.engines.table import AUTO_MAX_DISTINCT
 from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
 
-ENGINES: dict[str, type] = {"exact": ExactEngine, "dask-ml": DaskMLEngine, "sample": SampleEngine}
+ENGINES: dict[str, type] = {
+    "exact": ExactEngine, "binned": BinnedEngine, "dask-ml": DaskMLEngine, "sample": SampleEngine,
+}
 
 
 def select_engine(name: str, image: da.Array, spec: FeatureSpec, params: FitParams) -> Engine:
@@ -33,11 +38,17 @@ def select_engine(name: str, image: da.Array, spec: FeatureSpec, params: FitPara
     if name == "auto":
         if exact_obstacle(spec, AUTO_MAX_KEY_BITS) is None:
             return ExactEngine(max_distinct=AUTO_MAX_DISTINCT)
+        if binned_obstacle(spec) is None:
+            return BinnedEngine()
         return DaskMLEngine()
     if name == "exact":
         obstacle = exact_obstacle(spec)
         if obstacle:
             raise ConfigError(f"engine 'exact' does not apply to this image: {obstacle}")
+    if name == "binned":
+        obstacle = binned_obstacle(spec)
+        if obstacle:
+            raise ConfigError(f"engine 'binned' does not apply to this image: {obstacle}")
     try:
         return ENGINES[name]()
     except KeyError:

@@ -26,9 +26,9 @@ def _pick(name: str, spec) -> str:
         (make_feature_spec(np.uint8, 4, (8, 8), has_alpha=True), "exact"),
         (make_feature_spec(np.uint16, 1, (8, 8)), "exact"),
         (make_feature_spec(np.int16, 1, (8, 8, 8)), "exact"),
-        (make_feature_spec(np.uint16, 3, (8, 8)), "dask-ml"),
+        (make_feature_spec(np.uint16, 3, (8, 8)), "binned"),
         (make_feature_spec(np.uint8, 3, (8, 8), spatial_weight=0.5), "dask-ml"),
-        (make_feature_spec(np.float32, 1, (8, 8), data_range=(0, 1)), "dask-ml"),
+        (make_feature_spec(np.float32, 1, (8, 8), data_range=(0, 1)), "binned"),
     ],
 )
 def test_auto(spec, expected):
@@ -51,5 +51,5 @@ def test_exact_where_it_does_not_apply():
 
 
 def test_unknown_engine():
-    with pytest.raises(ConfigError, match="choose from auto, exact, dask-ml, sample"):
+    with pytest.raises(ConfigError, match="choose from auto, exact, binned, dask-ml, sample"):
         _pick("fast", make_feature_spec(np.uint8, 3, (8, 8)))

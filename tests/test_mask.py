@@ -82,7 +82,7 @@ def _file_mask(tmp_path, low: np.ndarray, image: np.ndarray, chunks=(16, 24)) ->
     return masks.file_mask(str(path), source, source.to_dask(chunks).chunks[:2])
 
 
-@pytest.mark.parametrize("engine", ["exact", "dask-ml", "sample"])
+@pytest.mark.parametrize("engine", ["exact", "binned", "dask-ml", "sample"])
 def test_full_resolution_mask_edges_and_statistics(tmp_path, rng, engine):
     image = _rgb((48, 72), rng)
     truth = _blobs((48, 72), rng)
@@ -393,6 +393,6 @@ def test_all_engines_agree_through_dask_arrays(rng):
         mask = masks.Mask(masks.upsampled(truth, truth.shape, source.to_dask((16, 16)).chunks[:2],
                                           False, token=str(truth.sum())),
                           "file", "mem", truth.shape)
-        for engine in ("exact", "dask-ml", "sample"):
+        for engine in ("exact", "binned", "dask-ml", "sample"):
             labels, *_ = _segment(image, mask, engine, 3, chunks=(16, 16))
             assert ((labels.compute() > 0) == truth).all()

@@ -13,6 +13,9 @@ How the curve is fitted, by summary:
   ``O(k n log n)`` for ``n`` distinct values);
 - exact engine, several features: weighted K-Means of the table
   (:func:`pipeline.engines.tablefit.fit_table`, the exact engine's own fit) for each k;
+- binned engine: its own fit on its bins for each k (dynamic programming on the bin means for
+  one feature, every k in one run; weighted K-Means of the binnings otherwise), plus the
+  within-bin sum of squares, so the curve is that of bin-respecting clusterings of the pixels;
 - every other summary (dask-ml, sample, or an exact table that overflowed its cap): the
   reproducible pixel sample (:func:`pipeline.sampling.sample_features`, the engine's own sample
   when its summary is one, ``sample`` pixels or 100 000 by default), scikit-learn KMeans for each
@@ -136,6 +139,42 @@ def _table_curve(summary: ValueTable, spec: FeatureSpec, params: FitParams,
     return curve, "weighted k-means of the table of distinct values"
 
 
+def _bin_curve(summary: Any, spec: FeatureSpec, params: FitParams,
+               ks: range) -> tuple[dict[int, float], str]:
+    """The binned engine's own fit on its bins for each k, as a pixel mse: the cost of the bin
+    means plus the within-bin sum of squares (exact for assignments that keep bins whole)."""
+    from pipeline.engines.binned import _levels, _within_ss, fit_levels
+    from pipeline.engines.bins import grid_for
+    from pipeline.engines.lloyd import assign
+
+    grid = grid_for(spec)
+    X = summary.means(grid)
+    w = summary.counts.astype(np.float64)
+    total = float(w.sum())
+    Xc = X - np.average(X, axis=0, weights=w)
+    ssw = float(summary.within_ss(grid).sum())
+    n = len(X)
+    if X.shape[1] == 1:
+        order = np.argsort(Xc[:, 0], kind="stable")
+        costs = optimal_costs_1d(Xc[order, 0], w[order], ks.stop - 1)
+        return ({k: (float(costs[k - 1]) + ssw) / total for k in ks},
+                "dp-1d on the bin means (optimal for every k) plus the within-bin variance")
+    ss_total = ssw + float(w @ (Xc * Xc).sum(axis=1))
+    curve = {}
+    for k in ks:
+        if k == 1:
+            curve[k] = ss_total / total
+        elif k >= n:
+            curve[k] = ssw / total
+        else:
+            levels = _levels(Xc, w, summary.keys, grid.bits, k)
+            centres, _ = fit_levels(levels, k, params)
+            last = levels[-1]
+            cost = assign(last.means, last.weights, centres)[-1] + _within_ss(ss_total, last)
+            curve[k] = float(cost) / total
+    return curve, "weighted k-means of the bins plus the within-bin variance"
+
+
 def _sample_curve(rows: np.ndarray, params: FitParams, ks: range) -> tuple[dict[int, float], str]:
     from pipeline.engines.sample import fit_sample, n_distinct_sorted
 
@@ -191,8 +230,12 @@ def mse_curve(
 
     start = time.perf_counter()
     ks = range(k_min - 1, k_max + 2)
+    from pipeline.engines.bins import BinTable
+
     if isinstance(summary, ValueTable) and not summary.overflowed:
         curve, method = _table_curve(summary, spec, params, ks)
+    elif isinstance(summary, BinTable):
+        curve, method = _bin_curve(summary, spec, params, ks)
     else:
         rows = summary
         if not (isinstance(rows, np.ndarray) and rows.ndim == 2):

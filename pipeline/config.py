@@ -74,7 +74,8 @@ class JobConfig:
     )
     k: int = Field(4, ge=1, le=65535, description="number of clusters")
     engine: Literal["auto", "exact", "binned", "dask-ml", "sample"] = Field(
-        "auto", description="fitting engine; auto picks exact where it applies, else dask-ml"
+        "auto",
+        description="fitting engine; auto picks exact where it applies, then binned, else dask-ml",
     )
     random_state: int | None = Field(
         0, ge=0, le=2**32 - 1, description="seed for initialisation and sampling"

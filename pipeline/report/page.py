@@ -324,7 +324,7 @@ def distribution(image: ImageData, colours: np.ndarray) -> str:
            f"<figcaption>{e(caption)}</figcaption></figure>"
 
 
-def k_auto(image: ImageData) -> str:
+def k_choice(image: ImageData) -> str:
     """The objective curve of an automatically chosen k (``kmseg.k_auto``), or nothing."""
     auto = image.meta.get("k_auto")
     if not isinstance(auto, dict) or not auto.get("curve"):
@@ -413,7 +413,7 @@ def image_section(image: ImageData, anchor: str) -> str:
         f"{source_line(image)}{facts(image)}"
         f"<h3>Images</h3>{views}"
         f"<h3>Classes</h3>{class_table(image, colours)}"
-        f"<h3>Colour distribution</h3>{distribution(image, colours)}{k_auto(image)}"
+        f"<h3>Colour distribution</h3>{distribution(image, colours)}{k_choice(image)}"
         f"<h3>Run</h3>{run_details(image, notes)}</section>"
     )
 

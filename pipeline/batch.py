@@ -103,6 +103,12 @@ class Working:
     engine: Any = None
     fit: FitResult | None = None
     order: list[int] | None = None
+    #: The input's mask (``mask`` key); ``image`` and ``spec`` then carry it as no data.
+    mask: Any = None
+    #: ``(image, spec)`` without the mask: what is recoloured and measured.
+    unmasked: tuple[da.Array, FeatureSpec] | None = None
+    #: The curve and the choice of ``k: auto``.
+    k_auto: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -398,7 +404,7 @@ def _run_window(plan: Plan, executor: Executor, root: Any, window: list[Working]
                 failed: list[FailedInput], results: dict[str, SegmentationResult]) -> None:
     config = plan.config
     warnings_from = len(warn.recorded())
-    _each(window, config, lambda w: _prepare(w, config, model))
+    _each(window, config, lambda w: _prepare(w, config, model, executor))
     _data_ranges(window, config, executor, model)
     if model is None:
         _fit(window, config, executor)
@@ -410,8 +416,10 @@ def _run_window(plan: Plan, executor: Executor, root: Any, window: list[Working]
 
 
 def _params(config: JobConfig) -> FitParams:
+    # With k: auto the summaries are made for k_max (no engine's summary depends on k) and
+    # each input's k is chosen in _fit.
     return FitParams(
-        k=config.k,
+        k=config.k_max if config.k == "auto" else config.k,
         random_state=config.random_state,
         sample=config.sample,
         max_iter=config.max_iter,
@@ -482,13 +490,26 @@ def feature_spec(source: ImageSource, config: JobConfig, model: Any = None) -> F
     return spec
 
 
-def _prepare(w: Working, config: JobConfig, model: Any) -> None:
+def _prepare(w: Working, config: JobConfig, model: Any, executor: Executor) -> None:
     """Decide everything about one input before its pixels are read: its Dask array, its
-    feature spec (the no-data rules; a mask belongs here too) and its fit parameters (k)."""
+    feature spec (the no-data rules, the mask) and its fit parameters (k).
+
+    A mask becomes a trailing no-data channel of the image (:func:`pipeline.mask.apply_mask`);
+    ``mask: auto`` reads a small copy of the image (one compute).
+    """
     assert w.source is not None
     w.image = open_image(w.source, config)
     w.spec = feature_spec(w.source, config, model)
     w.params = _params(config)
+    if config.mask:
+        from pipeline.mask import apply_mask, open_mask
+
+        w.mask = open_mask(
+            config.mask, w.source, w.image, config.read_options(),
+            lambda *lazy: executor.compute(*lazy, label="finding the mask"),
+        )
+        w.unmasked = (w.image, w.spec)
+        w.image, w.spec = apply_mask(w.image, w.spec, w.mask)
 
 
 def _data_ranges(window: list[Working], config: JobConfig, executor: Executor,
@@ -508,6 +529,8 @@ def _data_ranges(window: list[Working], config: JobConfig, executor: Executor,
                 raise InputError(w.job.path, f"no pixel has data (no data: {rules})")
             continue
         w.spec = w.spec.with_range(*value)
+        if w.unmasked is not None:
+            w.unmasked = (w.unmasked[0], w.unmasked[1].with_range(*value))
         w.timings["range_s"] = time.perf_counter() - t0
 
 
@@ -530,10 +553,18 @@ def _fit(window: list[Working], config: JobConfig, executor: Executor) -> None:
     live = [w for w in _live(window) if id(w) in summaries]
     if not _is_batch(window):
         described = ", ".join(f"{w.job.name} ({w.engine.name})" for w in live)
-        log.info("fitting k=%d: %s", config.k, described)
+        log.info("fitting k=%s: %s", config.k, described)
 
     def fit_one(w: Working) -> None:
         t1 = time.perf_counter()
+        if config.k == "auto":
+            from pipeline.engines.krange import choose_k_auto
+
+            k, w.k_auto = choose_k_auto(
+                w.engine, summaries[id(w)], w.image, w.spec, w.params, config.k_min,
+                config.k_max, lambda *lazy: executor.compute(*lazy, label="fitting the k curve"),
+            )
+            w.params = dataclasses.replace(w.params, k=k)
         w.fit = w.engine.fit(summaries[id(w)], w.image, w.spec, w.params)
         w.timings.update(summary_s=summary_s, fit_s=time.perf_counter() - t1)
 
@@ -624,17 +655,27 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
         centres = w.fit.centres
         labels = label_image(w.image, w.spec, _labeller(w), len(centres))
         table = palette(w.spec, centres, w.source.dtype, w.fit.values)
-        recoloured = recolour(labels, w.image, w.spec, table)
+        # Recoloured and measured without the mask channel: outside the mask is the palette's
+        # no-data row (label 0), an input alpha passes through.
+        plain, plain_spec = w.unmasked if w.unmasked is not None else (w.image, w.spec)
+        recoloured = recolour(labels, plain, w.spec, table)
         spatial = SpatialMeta(
             axes=w.source.axes.replace("c", ""), spacing=w.source.spacing, unit=w.source.unit
         )
         levels = n_levels(w.source.spatial_shape, config.pyramid_levels)
         own = write_image_pyramid(group, recoloured, spatial, levels, name=w.job.name,
-                                  channel_first=True, omero=omero_for(w.source, w.spec, centres))
+                                  channel_first=True,
+                                  omero=omero_for(w.source, plain_spec, centres))
         own += write_label_pyramid(group, labels, spatial, levels,
                                    label_colours(_display_rgb(w.spec, centres)))
+        if w.mask is not None:
+            from pipeline.mask import mask_count, write_mask_pyramid
+
+            own += write_mask_pyramid(group, w.mask, spatial, levels)
+            if w.mask.fraction is None:
+                own.append(mask_count(w.mask))
         tasks[id(w)] = own
-        measured[id(w)] = class_value_stats(w.image, labels, w.spec.channels, len(centres))
+        measured[id(w)] = class_value_stats(plain, labels, plain_spec.channels, len(centres))
         stats[id(w)] = (w.fit.stats if w.fit.stats is not None
                         else cluster_stats(w.image, labels, w.spec, centres))
 
@@ -650,8 +691,9 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
         stat, values = value[0], value[1]
         w.timings["label_write_s"] = write_s
         w.timings["total_s"] = time.perf_counter() - w.started
+        inside = int(value[-1]) if w.mask is not None and w.mask.fraction is None else None
         result = _result(config, w, np.asarray(stat), np.asarray(values),
-                         warn.for_input(lines, w.job.path, paths))
+                         warn.for_input(lines, w.job.path, paths), inside)
         root = lazy_root.get()
         group = root if w.job.group is None else root[w.job.group]
         group.attrs["kmseg"] = result.metadata
@@ -694,9 +736,11 @@ def _display_rgb(spec: FeatureSpec, centres: np.ndarray) -> np.ndarray:
 
 
 def _result(config: JobConfig, w: Working, stat: np.ndarray, values: np.ndarray,
-            warnings: list[str]) -> SegmentationResult:
+            warnings: list[str], inside: int | None = None) -> SegmentationResult:
     fit = w.fit
     spec = w.spec
+    plain = w.unmasked[1] if w.unmasked is not None else spec
+    rules = list(plain.no_data_rules) + (["outside the mask"] if w.mask is not None else [])
     counts = stat[0, 1:].astype(np.int64)
     inertia = float(stat[1, 1:].sum())
     n_valid = int(counts.sum())
@@ -715,7 +759,7 @@ def _result(config: JobConfig, w: Working, stat: np.ndarray, values: np.ndarray,
         "inertia": inertia,
         "pixels_per_cluster": counts.tolist(),
         "pixels_without_data": int(stat[0, 0]),
-        "no_data_rules": list(spec.no_data_rules),
+        "no_data_rules": rules,
         "centres": centres_input.tolist(),
         "centre_values": palette(spec, fit.centres, w.source.dtype, fit.values)[1:].tolist(),
         "label_colours": label_rgb(_display_rgb(spec, fit.centres))[1],
@@ -725,12 +769,12 @@ def _result(config: JobConfig, w: Working, stat: np.ndarray, values: np.ndarray,
             centres_input,
             w.source.spacing,
             w.source.unit,
-            channel_labels(spec.channels, w.source.channel_names),
+            channel_labels(plain.channels, w.source.channel_names),
         ),
         "features": {
             "colour_space": spec.colour_space,
             "spatial_weight": spec.spatial_weight,
-            "channels": list(spec.channels),
+            "channels": list(plain.channels),
             "scaled_from": [spec.low, spec.high],
         },
         "engine_info": fit.info,
@@ -740,6 +784,11 @@ def _result(config: JobConfig, w: Working, stat: np.ndarray, values: np.ndarray,
         "config": config.to_dict(),
         "warnings": warnings,
     }
+    if w.mask is not None:
+        fraction = None if inside is None else inside / math.prod(w.source.spatial_shape)
+        metadata["mask"] = w.mask.metadata(fraction)
+    if w.k_auto is not None:
+        metadata["k_auto"] = w.k_auto
     return SegmentationResult(
         name=w.job.name,
         output=w.job.output,

@@ -39,7 +39,7 @@ from pipeline.engines import select_engine
 from pipeline.engines.exact import ExactEngine
 from pipeline.engines.sample import canonical_rows, fit_sample, sample_size
 from pipeline.engines.table import merge_tables
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 from pipeline.execution import Executor
 from pipeline.features import FeatureSpec, needs_data_range
 from pipeline.labels import nearest_centre
@@ -75,7 +75,15 @@ def fit_model(plan: Plan, executor: Executor) -> Model:
     ------
     InputError
         An input that cannot be read, or that differs from the first in dtype or channels.
+    ConfigError
+        With ``mask`` or ``k: auto`` (not supported for pooled fits).
     """
+    if plan.config.mask or plan.config.k == "auto":
+        raise ConfigError(
+            "mask and k: auto are not supported when one model is fitted on all inputs "
+            "(kmseg fit, shared_model); fit the model with a fixed k and without a mask, then "
+            "apply it with --model (a mask may be given there)"
+        )
     config = dataclasses.replace(plan.config, on_error="stop")
     params = _params(config)
     first: Working | None = None
@@ -85,7 +93,7 @@ def fit_model(plan: Plan, executor: Executor) -> Model:
     table = None
     for window in _windows(list(plan.jobs), config):
         for w in window:
-            _prepare(w, config, None)
+            _prepare(w, config, None, executor)
             first = first or w
             _check_same(w, first)
             pixels[w.job.name] = math.prod(w.source.spatial_shape)
@@ -166,7 +174,7 @@ def _fit_pooled_sample(plan: Plan, config, executor: Executor, spec: FeatureSpec
     for window in _windows(list(plan.jobs), config):
         lazy = []
         for w in window:
-            _prepare(w, config, None)
+            _prepare(w, config, None, executor)
             w_spec = spec if pooled_range is None else w.spec.with_range(*pooled_range)
             w_spec = dataclasses.replace(spec, spatial_shape=w_spec.spatial_shape,
                                          no_data=w_spec.no_data, alpha=w_spec.alpha)

@@ -263,9 +263,13 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        if record.levelno >= logging.WARNING and not text.startswith("kmseg"):
+        # Only a message already formatted ("kmseg: interrupted") keeps its text; a path such
+        # as kmseg-photo.zarr at the start of a message is not a prefix.
+        if text.startswith("kmseg: "):
+            return text
+        if record.levelno >= logging.WARNING:
             text = f"{record.levelname.lower()}: {text}"
-        return text if text.startswith("kmseg") else f"kmseg: {text}"
+        return f"kmseg: {text}"
 
 
 _HANDLER = _StderrHandler()

@@ -376,6 +376,33 @@ class Layer(dict):
         self.where = dict(where)
 
 
+class _DuplicateKey(ValueError):
+    """A YAML mapping names one key twice."""
+
+
+def _unique_key_loader() -> type:
+    """A yaml ``SafeLoader`` that refuses a mapping with a duplicate key (YAML 1.2 forbids it;
+    PyYAML would silently keep the last value)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if duplicate:
+                    line = key_node.start_mark.line + 1
+                    raise _DuplicateKey(f"{key}: given twice (again on line {line})")
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_yaml(path: str | os.PathLike) -> Layer:
     """Read a YAML job file into config keys (``input`` is accepted for ``inputs``).
 
@@ -384,16 +411,23 @@ def load_yaml(path: str | os.PathLike) -> Layer:
     Raises
     ------
     ConfigError
-        The file cannot be read, is not YAML, or is not a mapping.
+        The file cannot be read, is not UTF-8 YAML, names a key twice, or is not a mapping.
     """
     import yaml
 
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); a job file is YAML text"
+        ) from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_unique_key_loader()) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -356,3 +356,33 @@ def _(w: Workspace) -> Run:
 
     Path(lock_path(w.out)).mkdir()
     return Run(segment(str(w.image()), "-k", "2", "-o", w.out), (w.out,))
+
+
+# --- tester's findings: messages, job files, demo --------------------------------------------
+
+
+@case("path-starting-with-kmseg")
+def _(w: Workspace) -> Run:
+    # a relative path whose text starts with "kmseg" must still get the "kmseg: error:" prefix
+    return Run(segment("kmseg_missing.png", "-k", "2", "-o", w.out), ("kmseg_missing.png",))
+
+
+@case("yaml-not-utf8")
+def _(w: Workspace) -> Run:
+    job = w.inputs / "job.yaml"
+    job.write_bytes(b"\xff\xfe garbage")
+    return Run(["run", str(job)], (str(job),))
+
+
+@case("yaml-duplicate-key")
+def _(w: Workspace) -> Run:
+    job = w.inputs / "job.yaml"
+    job.write_text(f"inputs: [{w.image()}]\nk: 3\nk: 4\n")
+    return Run(["run", str(job)], (f"{job}: k: given twice",))
+
+
+@case("demo-folder-is-a-file")
+def _(w: Workspace) -> Run:
+    target = w.inputs / "kmseg-demo"
+    target.write_text("a user's file")
+    return Run(["demo", str(target), "-q"], (str(target),))

@@ -132,7 +132,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from pipeline.config import build_config
 
     overrides = _overrides(args)
-    overrides["inputs"] = args.inputs
+    if args.inputs:  # else from another layer (KMSEG_INPUTS, --set inputs=...) or an error
+        overrides["inputs"] = args.inputs
+    elif overrides.get("inputs") == []:
+        del overrides["inputs"]
     config = build_config(overrides)
     from pipeline.api import run  # after the config is checked: errors come quickly
 
@@ -196,11 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
             help="more messages (Dask's too) and tracebacks on errors",
         )
 
+    def quiet(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
     def sub_parser(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text)
 
     p = sub_parser("segment", "segment images: kmseg segment INPUT... -k 4 -o OUT.zarr")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT",
+        help="image files, folders or globs (or KMSEG_INPUTS / --set inputs=...)",
+    )
     _add_config_flags(p, positional_inputs=True)
     common(p)
     p.set_defaults(func=cmd_segment)
@@ -213,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub_parser("info", "describe an output store")
     p.add_argument("store", metavar="OUT.zarr")
+    quiet(p)
     p.add_argument(
         "--csv", action="store_true", help="per-class measurements as CSV, one row per class"
     )
@@ -226,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default=None, metavar="PAGE.html",
         help="the page to write (default: NAME.report.html beside OUT.zarr)",
     )
+    quiet(p)
     common(p)
     p.set_defaults(func=cmd_report)
 

@@ -92,6 +92,20 @@ def test_input_that_is_gone_is_reported_unavailable(photo_output: tuple[str, Pat
     assert "labels (white: no data)" in page
 
 
+def test_replaced_input_of_the_same_shape_is_not_shown(photo_output: tuple[str, Path]) -> None:
+    import json
+
+    out, path = photo_output
+    recorded = json.loads((Path(out) / "zarr.json").read_text())["attributes"]["kmseg"]["input"]
+    stat = path.stat()
+    assert recorded["stamp"] == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    Image.fromarray(stripes()[:, ::-1].copy()).save(path)  # same shape, other content
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    page = build_report(out)
+    assert f"the input {path} has changed since the job" in page
+    assert "labels (white: no data)" in page
+
+
 def test_write_replaces_only_its_own_reports(photo_output: tuple[str, Path], tmp_path) -> None:
     out, _ = photo_output
     target = tmp_path / "page.html"

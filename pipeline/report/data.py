@@ -238,6 +238,12 @@ def open_recorded_input(meta: dict[str, Any]) -> tuple[Any, Any, str | None]:
             f"the input {path} has changed since the job (shape {list(source.shape)}, "
             f"was {inp.get('shape')})"
         )
+    recorded, now = inp.get("stamp"), source.describe().get("stamp")
+    if recorded and recorded != now:
+        return None, options, (
+            f"the input {path} has changed since the job (the file's size or modification "
+            "time differs from what the job recorded)"
+        )
     return source, options, None
 
 

@@ -386,3 +386,19 @@ def _(w: Workspace) -> Run:
     target = w.inputs / "kmseg-demo"
     target.write_text("a user's file")
     return Run(["demo", str(target), "-q"], (str(target),))
+
+
+@case("environment-malformed-list")
+def _(w: Workspace) -> Run:
+    w.env["KMSEG_VALID_RANGE"] = "[1,"
+    return Run(segment(str(w.image()), "-k", "2", "-o", w.out), ("KMSEG_VALID_RANGE",))
+
+
+@case("k-none-has-no-unset")
+def _(w: Workspace) -> Run:
+    return Run(segment(str(w.image()), "--set", "k=none", "-o", w.out), ("k: has no unset",))
+
+
+@case("segment-without-any-input")
+def _(w: Workspace) -> Run:
+    return Run(segment("-o", w.out), ("inputs",))

@@ -347,3 +347,19 @@ def test_info_and_report_accept_quiet(tiny_image, tmp_path, capsys):
     assert main(["info", out, "-q"]) == 0
     assert main(["report", out, "-q", "-o", str(tmp_path / "page.html")]) == 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("level", "text", "line"),
+    [("ERROR", "kmseg-photo.zarr: exists", "kmseg: error: kmseg-photo.zarr: exists"),
+     ("WARNING", "kmseg_missing.png: odd", "kmseg: warning: kmseg_missing.png: odd"),
+     ("INFO", "kmseg-demo/astronaut.zarr written", "kmseg: kmseg-demo/astronaut.zarr written"),
+     ("ERROR", "kmseg: interrupted", "kmseg: interrupted")],
+)
+def test_messages_starting_with_kmseg_keep_the_prefix(level, text, line):
+    import logging
+
+    from pipeline.cli import _Formatter
+
+    record = logging.LogRecord("pipeline", getattr(logging, level), __file__, 1, text, (), None)
+    assert _Formatter().format(record) == line

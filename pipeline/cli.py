@@ -132,7 +132,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from pipeline.config import build_config
 
     overrides = _overrides(args)
-    overrides["inputs"] = args.inputs
+    if args.inputs:  # else from another layer (KMSEG_INPUTS, --set inputs=...) or an error
+        overrides["inputs"] = args.inputs
+    elif overrides.get("inputs") == []:
+        del overrides["inputs"]
     config = build_config(overrides)
     from pipeline.api import run  # after the config is checked: errors come quickly
 
@@ -227,11 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
             help="more messages (Dask's too) and tracebacks on errors",
         )
 
+    def quiet(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
     def sub_parser(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text)
 
     p = sub_parser("segment", "segment images: kmseg segment INPUT... -k 4 -o OUT.zarr")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT",
+        help="image files, folders or globs (or KMSEG_INPUTS / --set inputs=...)",
+    )
     _add_config_flags(p, positional_inputs=True)
     common(p)
     p.set_defaults(func=cmd_segment)
@@ -251,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub_parser("info", "describe an output store")
     p.add_argument("store", metavar="OUT.zarr")
+    quiet(p)
     p.add_argument(
         "--csv", action="store_true", help="per-class measurements as CSV, one row per class"
     )
@@ -264,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default=None, metavar="PAGE.html",
         help="the page to write (default: NAME.report.html beside OUT.zarr)",
     )
+    quiet(p)
     common(p)
     p.set_defaults(func=cmd_report)
 
@@ -301,9 +312,13 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        if record.levelno >= logging.WARNING and not text.startswith("kmseg"):
+        # Only a message already formatted ("kmseg: interrupted") keeps its text; a path such
+        # as kmseg-photo.zarr at the start of a message is not a prefix.
+        if text.startswith("kmseg: "):
+            return text
+        if record.levelno >= logging.WARNING:
             text = f"{record.levelname.lower()}: {text}"
-        return text if text.startswith("kmseg") else f"kmseg: {text}"
+        return f"kmseg: {text}"
 
 
 _HANDLER = _StderrHandler()

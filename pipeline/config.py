@@ -209,8 +209,16 @@ class JobConfig:
         name = info.field_name
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
+        if name in LIST_KEYS and isinstance(value, (list, tuple)) and len(value) == 1:
+            value = value[0]  # a flag's list of texts: --chunks none is --set chunks=none
         if isinstance(value, str) and value.strip().lower() in _UNSET_TEXT and name in _OPTIONAL:
             return None
+        if isinstance(value, str) and value.strip().lower() in _UNSET_TEXT[1:] and (
+            name in _NUMERIC or name in _BOOLEAN
+        ):
+            raise ValueError(
+                f"has no unset value; give a value (default: {default_of(name)})"
+            )
         if isinstance(value, bool) and name in _NUMERIC:
             raise ValueError("expected a number, got a boolean")
         if name in LIST_KEYS:
@@ -241,6 +249,10 @@ class JobConfig:
             text = value.strip().lower()
             if text == "auto":
                 return "auto"
+            if text in _UNSET_TEXT:
+                raise ValueError(
+                    f"has no unset value; give a value (default: {default_of('k')})"
+                )
             try:
                 return int(text)
             except ValueError:
@@ -343,6 +355,7 @@ def _accepts(annotation: Any, kind: type) -> bool:
 
 
 _OPTIONAL = {n for n, f in config_fields().items() if _accepts(f.annotation, type(None))}
+_BOOLEAN = {n for n, f in config_fields().items() if f.annotation is bool}
 _NUMERIC = {
     n for n, f in config_fields().items()
     if _accepts(f.annotation, int) or _accepts(f.annotation, float)
@@ -368,9 +381,16 @@ def _as_list(name: str, value: Any) -> Any:
     out: list[Any] = []
     for item in items:
         if isinstance(item, str):
-            text = item.strip().strip("[]()")
+            text = item.strip()
+            opened, closed = text[:1] in ("[", "("), text[-1:] in ("]", ")")
+            if opened != closed or (opened and len(text) < 2):
+                raise ValueError(f"malformed list {item!r}: unbalanced brackets")
+            text = text[1:-1] if opened else text
             separators = "x," if name == "chunks" else ","
-            out += [part.strip() for part in re.split(f"[{separators}]", text) if part.strip()]
+            parts = [part.strip() for part in re.split(f"[{separators}]", text)]
+            if len(parts) > 1 and not all(parts):
+                raise ValueError(f"malformed list {item!r}: an empty item")
+            out += [part for part in parts if part]
         else:
             out.append(item)
     return out
@@ -442,6 +462,33 @@ class Layer(dict):
         self.where = dict(where)
 
 
+class _DuplicateKey(ValueError):
+    """A YAML mapping names one key twice."""
+
+
+def _unique_key_loader() -> type:
+    """A yaml ``SafeLoader`` that refuses a mapping with a duplicate key (YAML 1.2 forbids it;
+    PyYAML would silently keep the last value)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if duplicate:
+                    line = key_node.start_mark.line + 1
+                    raise _DuplicateKey(f"{key}: given twice (again on line {line})")
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_yaml(path: str | os.PathLike) -> Layer:
     """Read a YAML job file into config keys (``input`` is accepted for ``inputs``).
 
@@ -450,16 +497,23 @@ def load_yaml(path: str | os.PathLike) -> Layer:
     Raises
     ------
     ConfigError
-        The file cannot be read, is not YAML, or is not a mapping.
+        The file cannot be read, is not UTF-8 YAML, names a key twice, or is not a mapping.
     """
     import yaml
 
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); a job file is YAML text"
+        ) from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_unique_key_loader()) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -471,14 +525,50 @@ def load_yaml(path: str | os.PathLike) -> Layer:
     return Layer(data, {str(key): f"{path}: {key}" for key in data})
 
 
+#: ``KMSEG_*`` variables that are not config keys but that kmseg's own Docker files, compose
+#: files and CI scripts use for themselves: never warned about.
+OTHER_VARIABLES = frozenset({
+    "KMSEG_BASE_CACHE", "KMSEG_BASE_MIRROR", "KMSEG_BASE_REBUILD", "KMSEG_BASE_SECURITY",
+    "KMSEG_BASE_SECURITY_MIRROR", "KMSEG_BASE_TAG", "KMSEG_BIND_HOST", "KMSEG_CI_MAX_GB",
+    "KMSEG_DASHBOARD_PORT", "KMSEG_DATA", "KMSEG_DOCKER_ROOT", "KMSEG_GID", "KMSEG_IMAGE",
+    "KMSEG_JOB", "KMSEG_SCHEDULER_HOST", "KMSEG_SCHEDULER_PORT", "KMSEG_UID",
+    "KMSEG_WHEELHOUSE", "KMSEG_WORKERS", "KMSEG_WORKER_MEMORY", "KMSEG_WORKER_NTHREADS",
+})
+_warned_variables: set[str] = set()
+
+
+def _warn_unknown_variables(environ: Mapping[str, str]) -> None:
+    """One warning per unknown ``KMSEG_*`` variable (a typo such as ``KMSEG_CHUNK``)."""
+    import warnings
+
+    from pipeline.errors import KmsegWarning
+
+    known = ["KMSEG_" + key.upper() for key in config_fields()]
+    for name in sorted(environ):
+        if (
+            not name.startswith("KMSEG_") or name in known or name in OTHER_VARIABLES
+            or name in _warned_variables
+        ):
+            continue
+        _warned_variables.add(name)
+        close = difflib.get_close_matches(name[6:], [k[6:] for k in known], n=1)
+        hint = f"; did you mean KMSEG_{close[0]}?" if close else ""
+        warnings.warn(
+            f"{name}: not a kmseg setting, ignored{hint}", KmsegWarning, stacklevel=3
+        )
+
+
 def from_environment(environ: Mapping[str, str] | None = None) -> Layer:
     """Config keys from ``KMSEG_<KEY>`` variables and ``DASK_SCHEDULER_ADDRESS``.
 
-    Empty variables count as unset, as do ``KMSEG_*`` variables that name no key (the Docker
-    files use ``KMSEG_DATA`` and others for themselves). ``KMSEG_INPUTS`` is split on
-    ``os.pathsep``. ``KMSEG_SCHEDULER`` wins over ``DASK_SCHEDULER_ADDRESS``.
+    Empty variables count as unset. A ``KMSEG_*`` variable that names no key is ignored with
+    one :class:`~pipeline.errors.KmsegWarning` (with the closest key's variable), except those
+    of :data:`OTHER_VARIABLES` (the Docker files use ``KMSEG_DATA`` and others for themselves).
+    ``KMSEG_INPUTS`` is split on ``os.pathsep``. ``KMSEG_SCHEDULER`` wins over
+    ``DASK_SCHEDULER_ADDRESS``.
     """
     environ = os.environ if environ is None else environ
+    _warn_unknown_variables(environ)
     layer = Layer()
     if environ.get("DASK_SCHEDULER_ADDRESS"):
         layer["scheduler"] = environ["DASK_SCHEDULER_ADDRESS"]

@@ -37,8 +37,13 @@ def run_demo(folder: str = "kmseg-demo", **options: Any) -> SegmentationResult:
     Raises
     ------
     OutputError
-        ``folder``/astronaut.zarr exists and is not an earlier demo output.
+        ``folder`` exists and is not a folder, or ``folder``/astronaut.zarr exists and is not
+        an earlier demo output.
     """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputError(
+            f"{folder}: exists and is not a folder; give a folder (kmseg demo FOLDER)"
+        )
     image_path = resolve(DEMO_SAMPLE)
     output = os.path.join(folder, "astronaut.zarr")
     again = is_earlier_demo(output, image_path)

@@ -11,7 +11,7 @@ import zarr
 
 from pipeline.errors import InputError
 from pipeline.lock import current_holder
-from pipeline.measure import voxel_size
+from pipeline.measure import round_size, voxel_size
 from pipeline.outputs import is_zarr_store, output_name
 
 #: Leading columns of ``kmseg info --csv``; per-channel columns (``centre_R``, ``mean_R``,
@@ -127,7 +127,7 @@ def class_records(meta: dict[str, Any]) -> list[dict[str, Any]]:
                 "label": i + 1,
                 "pixels": count,
                 "fraction": count / total if total else None,
-                "size": count * size if size is not None else None,
+                "size": round_size(count * size) if size is not None else None,
                 "size_unit": size_unit,
                 "centre": dict(zip(labels, centre, strict=True)),
             }

@@ -322,3 +322,44 @@ def test_demo_refuses_what_it_did_not_write(tmp_path, tiny_image, capsys):
     assert main(["demo", str(other), "-q"]) == 2
     assert "not an earlier kmseg demo output" in _error_line(capsys)
     assert _kmseg_meta(other / "astronaut.zarr")["input"]["path"] == tiny_image
+
+
+def test_segment_inputs_from_the_environment(tiny_image, tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "env.zarr")
+    monkeypatch.setenv("KMSEG_INPUTS", tiny_image)
+    monkeypatch.setenv("KMSEG_OUTPUT", out)
+    assert main(["segment", "-q"]) == 0
+    assert capsys.readouterr().out.startswith(f"{out}: k=4 ")
+    monkeypatch.delenv("KMSEG_INPUTS")
+    assert main(["segment", "-q", "--overwrite"]) == 2
+    assert _error_line(capsys).startswith("kmseg: error: inputs: no input given")
+
+
+def test_list_flag_accepts_none(tiny_image, tmp_path, capsys):
+    out = tmp_path / "o.zarr"
+    assert main(["segment", tiny_image, "-o", str(out), "-q", "--chunks", "none"]) == 0
+    assert _kmseg_meta(out)["config"]["chunks"] is None
+
+
+def test_info_and_report_accept_quiet(tiny_image, tmp_path, capsys):
+    out = str(tmp_path / "o.zarr")
+    assert main(["segment", tiny_image, "-o", out, "-q"]) == 0
+    assert main(["info", out, "-q"]) == 0
+    assert main(["report", out, "-q", "-o", str(tmp_path / "page.html")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("level", "text", "line"),
+    [("ERROR", "kmseg-photo.zarr: exists", "kmseg: error: kmseg-photo.zarr: exists"),
+     ("WARNING", "kmseg_missing.png: odd", "kmseg: warning: kmseg_missing.png: odd"),
+     ("INFO", "kmseg-demo/astronaut.zarr written", "kmseg: kmseg-demo/astronaut.zarr written"),
+     ("ERROR", "kmseg: interrupted", "kmseg: interrupted")],
+)
+def test_messages_starting_with_kmseg_keep_the_prefix(level, text, line):
+    import logging
+
+    from pipeline.cli import _Formatter
+
+    record = logging.LogRecord("pipeline", getattr(logging, level), __file__, 1, text, (), None)
+    assert _Formatter().format(record) == line

@@ -313,3 +313,61 @@ def test_k_is_a_number_or_auto(value, expected):
 def test_bad_k_is_one_message_naming_k(value):
     with pytest.raises(ConfigError, match=r"^k: (must be a whole number or auto|must be 1-65535)"):
         build_config({**BASE, "k": value}, environ={})
+
+
+# --- unset values, malformed lists, unknown variables (tester's findings) ----------------------
+
+
+@pytest.mark.parametrize("layer", [{"chunks": ["none"]}, {"chunks": "none"}, {"chunks": ["None"]}])
+def test_list_keys_accept_none_as_a_flag_or_text(layer):
+    assert build_config({**BASE, **layer}, environ={}).chunks is None
+
+
+@pytest.mark.parametrize(("key", "default"), [("k", 4), ("quiet", False)])
+def test_keys_without_unset_refuse_none_naming_the_default(key, default):
+    with pytest.raises(ConfigError, match=rf"^{key}: has no unset value; .*default: {default}"):
+        build_config({**BASE, key: "none"}, environ={})
+    with pytest.raises(ConfigError, match=rf"^KMSEG_{key.upper()}: has no unset value"):
+        build_config(BASE, environ={f"KMSEG_{key.upper()}": "null"})
+
+
+@pytest.mark.parametrize("text", ["[1,", "1,", "[1,,2]", "1, 2]", "(1, 2", "["])
+def test_malformed_list_text_is_refused_naming_the_variable(text):
+    with pytest.raises(ConfigError, match=r"^KMSEG_VALID_RANGE: malformed list"):
+        build_config(BASE, environ={"KMSEG_VALID_RANGE": text})
+
+
+def test_unknown_variable_warns_once_with_the_close_key(monkeypatch):
+    from pipeline import config
+    from pipeline.errors import KmsegWarning
+
+    monkeypatch.setattr(config, "_warned_variables", set())
+    with pytest.warns(KmsegWarning, match=r"^KMSEG_CHUNK: not a kmseg setting, ignored; "
+                                          r"did you mean KMSEG_CHUNKS\?$"):
+        assert build_config(BASE, environ={"KMSEG_CHUNK": "16"}).chunks is None
+    build_config(BASE, environ={"KMSEG_CHUNK": "16"})  # once: no second warning (= error here)
+
+
+def test_variables_the_project_uses_for_itself_are_silent(monkeypatch):
+    from pipeline import config
+
+    monkeypatch.setattr(config, "_warned_variables", set())
+    root = Path(__file__).resolve().parents[1]
+    used: set[str] = set()
+    for folder in ("docker", ".ci"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file():
+                text = path.read_text(errors="ignore")
+                used |= set(re.findall(r"KMSEG_[A-Z0-9_]*[A-Z0-9]", text))
+    assert {"KMSEG_DATA", "KMSEG_JOB"} <= used
+    build_config(BASE, environ={name: "1" for name in used - {"KMSEG_" + k.upper()
+                                                               for k in config_fields()}})
+
+
+def test_yaml_duplicate_key_and_non_utf8_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"job.yaml: k: given twice \(again on line 3\)$"):
+        load_yaml(_job(tmp_path, "inputs: [a.png]\nk: 3\nk: 4\n"))
+    path = tmp_path / "bytes.yaml"
+    path.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(ConfigError, match=r"bytes.yaml: not a UTF-8 text file"):
+        load_yaml(path)

@@ -185,3 +185,26 @@ def test_measurements_share_the_labelling_compute(tmp_path: Path, monkeypatch) -
     [result] = segment(image, str(tmp_path / "o.zarr"), k=2, quiet=True, chunks=[7, 11])
     assert labels == ["summarising", "labelling and writing"]
     assert sorted(r["pixels"] for r in result.metadata["classes"]) == [200, 400]
+
+
+def test_physical_sizes_carry_no_float_noise() -> None:
+    # 11520 voxels of 2.5 x 0.7 x 0.7 mm are 14112 mm³ (n * 1.2249999999999999 = 14111.999...)
+    labels = np.ones(11520, np.uint8).reshape(10, 32, 36)
+    table = block_value_stats(np.zeros_like(labels), labels, (), 1)
+    [record] = class_measurements(table, np.array([[0.0]]), (2.5, 0.7, 0.7), "millimeter")
+    assert record["size"] == 14112.0 and record["volume_ml"] == 14.112
+    [flat] = class_measurements(
+        block_value_stats(np.zeros((1, 3)), np.ones((1, 3), np.uint8), (), 1),
+        np.array([[0.0]]), (0.1, 0.1), "millimeter",
+    )
+    assert flat["size"] == 0.03 and flat["area_mm2"] == 0.03
+
+
+def test_mean_of_uint8_is_the_exact_float64_mean(rng: np.random.Generator) -> None:
+    image = rng.integers(0, 256, size=(64, 96), dtype=np.uint8)
+    labels = (rng.random((64, 96)) < 0.3).astype(np.uint8) + 1
+    table = block_value_stats(image, labels, (), 2)
+    records = class_measurements(table, np.array([[0.0], [0.0]]), (1.0, 1.0), None, ["v"])
+    for record in records:
+        exact = image[labels == record["label"]].astype(np.float64).mean()
+        assert record["mean"]["v"] == exact

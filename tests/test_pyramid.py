@@ -46,3 +46,64 @@ def test_downsample_matches_numpy_on_odd_chunks(dtype: type) -> None:
     mean = (t[:, 0::2, 0::2] + t[:, 1::2, 0::2] + t[:, 0::2, 1::2] + t[:, 1::2, 1::2]) / 4
     expected = mean if np.dtype(dtype).kind == "f" else np.floor(mean + 0.5)
     np.testing.assert_array_equal(got, expected.astype(dtype))
+
+
+_ACCEPTED = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+             np.uint64, np.float16, np.float32, np.float64]
+
+
+def _reference_mean_2x2(image: np.ndarray) -> np.ndarray:
+    """Exact 2x2 mean with Python integers (round half up) or float64 (NaN ignored)."""
+    t = image[..., : image.shape[-2] // 2 * 2, : image.shape[-1] // 2 * 2]
+    groups = [t[..., i::2, j::2] for i in (0, 1) for j in (0, 1)]
+    if image.dtype.kind == "f":
+        with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning) if np.isnan(
+            image
+        ).any() else _nothing():
+            return np.nanmean(np.stack(groups).astype(np.float64), axis=0).astype(image.dtype)
+    total = sum(g.astype(object) if image.dtype != np.bool_ else g.astype(int) for g in groups)
+    return ((total + 2) // 4).astype(image.dtype)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _random_image(dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        image = rng.integers(info.min, info.max, size=shape, dtype=dt, endpoint=True)
+        image.flat[:4] = info.max  # a group at the top of the range (overflow if summed narrow)
+        image.flat[4:8] = info.min
+        return image
+    image = (rng.standard_normal(shape) * 1000).astype(dt)
+    image[..., 0:2, 0:2] = np.nan  # an all-NaN group stays NaN
+    image[..., 2, 2] = np.nan  # a group with one NaN averages the other three
+    return image
+
+
+@pytest.mark.parametrize("dtype", _ACCEPTED)
+def test_downsample_every_accepted_dtype_matches_reference(dtype: type) -> None:
+    image = _random_image(dtype, (2, 37, 30))
+    got = downsample_image(da.from_array(image, chunks=(1, 9, 11))).compute()
+    expected = _reference_mean_2x2(image)
+    assert got.dtype == image.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_bool_mean_is_a_majority_with_ties_to_true() -> None:
+    groups = np.array(
+        [[[0, 0], [0, 1]], [[1, 0], [0, 1]], [[1, 1], [0, 1]], [[1, 1], [1, 1]], [[0, 0], [0, 0]]],
+        dtype=bool,
+    )  # 1, 2, 3, 4, 0 of 4 True
+    image = np.concatenate(list(groups), axis=1)[np.newaxis]  # (1, 2, 10)
+    got = downsample_image(da.from_array(image, chunks=(1, 2, 4))).compute()
+    np.testing.assert_array_equal(got[0, 0], [False, True, True, True, False])

@@ -92,6 +92,20 @@ def test_input_that_is_gone_is_reported_unavailable(photo_output: tuple[str, Pat
     assert "labels (white: no data)" in page
 
 
+def test_replaced_input_of_the_same_shape_is_not_shown(photo_output: tuple[str, Path]) -> None:
+    import json
+
+    out, path = photo_output
+    recorded = json.loads((Path(out) / "zarr.json").read_text())["attributes"]["kmseg"]["input"]
+    stat = path.stat()
+    assert recorded["stamp"] == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    Image.fromarray(stripes()[:, ::-1].copy()).save(path)  # same shape, other content
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    page = build_report(out)
+    assert f"the input {path} has changed since the job" in page
+    assert "labels (white: no data)" in page
+
+
 def test_write_replaces_only_its_own_reports(photo_output: tuple[str, Path], tmp_path) -> None:
     out, _ = photo_output
     target = tmp_path / "page.html"
@@ -269,3 +283,64 @@ def test_automatic_k_curve_is_shown(photo_output: tuple[str, Path]) -> None:
     page = build_report(out)
     assert "Choice of k" in page and 'alt="k curve"' in page
     assert "k = 3 chosen automatically" in page
+
+
+def test_report_colours_are_the_image_label_colours(photo_output: tuple[str, Path]) -> None:
+    import json
+
+    from pipeline.report.render import class_colours, hex_colour
+
+    out, _ = photo_output
+    attrs = json.loads((Path(out) / "labels" / "clusters" / "zarr.json").read_text())
+    colors = attrs["attributes"]["ome"]["image-label"]["colors"]
+    rgba = {c["label-value"]: c["rgba"] for c in colors}
+    _, [image] = report_data.load_output(out)
+    np.testing.assert_array_equal(image.label_rgb, [rgba[i][:3] for i in (1, 2, 3)])
+    page = build_report(out)
+    for label in (1, 2, 3):
+        assert hex_colour(rgba[label]) in page
+    for colour in class_colours(3):  # tab10 is not used when the metadata has colours
+        assert hex_colour(colour) not in page
+
+
+def test_histogram_legend_lists_classes_in_order(monkeypatch) -> None:
+    from pipeline.report import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "figure_uri", lambda fig: figures.append(fig) or "data:")
+    values = np.array([1, 2, 3, 10, 11, 20, 21, 30], np.uint8)
+    labels = np.array([1, 1, 1, 2, 2, 3, 3, 4])
+    plots.value_histogram(values, labels, np.full((4, 3), 100, np.uint8), [2, 10.5, 20.5, 30], "v")
+    [axes] = figures[0].axes
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == [
+        "class 1", "class 2", "class 3", "class 4"
+    ]
+
+
+def test_transparent_pixels_are_white_in_the_recoloured_panel(tmp_path: Path) -> None:
+    from pipeline.report.page import plane_views
+
+    rgba = np.zeros((64, 96, 4), np.uint8)
+    rgba[..., :3] = stripes(64, 96)[..., :3]
+    rgba[..., 3] = 255
+    rgba[:16] = 0  # transparent black: no data
+    path = tmp_path / "rgba.png"
+    Image.fromarray(rgba).save(path)
+    out = str(tmp_path / "rgba.zarr")
+    assert main(["segment", str(path), "-k", "2", "-o", out, "-q"]) == 0
+    _, [image] = report_data.load_output(out)
+    plane = image.planes[0]
+    assert (plane.labels[:16] == 0).all()
+    html = plane_views(image, plane, image.label_rgb)
+    assert "recoloured (each pixel its class centre; white: no data)" in html
+    uri = html.split('src="')[2].split('"')[0]  # input, recoloured, labels
+    import base64
+    import io
+
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    assert (picture[: picture.shape[0] // 4 - 1] == 255).all()
+
+
+def test_header_names_the_pixel_size(photo_output: tuple[str, Path]) -> None:
+    page = build_report(photo_output[0])
+    assert "· no physical pixel size</p>" in page and "pixel no physical" not in page

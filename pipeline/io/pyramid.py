@@ -56,10 +56,14 @@ def _mean_2x2_planes(block, out):  # pragma: no cover - compiled
 def mean_2x2(block: np.ndarray) -> np.ndarray:
     """Mean of each 2x2 group of pixels in the last two axes (y, x; even sizes), same dtype.
 
-    Integers round half up (``(a + b + c + d + 2) // 4``, in a wider integer type); floats
-    ignore NaN (a group of only NaN stays NaN). uint8 and uint16 take a compiled loop; other
-    dtypes strided sums, about ten times faster than a float mean.
+    Integers round half up (``(a + b + c + d + 2) // 4``, exactly, also for 64-bit integers);
+    bool is the same rule on 0/1, a majority vote with ties to True (at least 2 of 4 True);
+    floats are the correctly rounded mean (float16 and float32 summed in float64) and ignore NaN
+    (a group of only NaN stays NaN). uint8 and uint16 take a compiled loop; other dtypes
+    strided sums, about ten times faster than a float mean.
     """
+    if block.dtype == np.bool_:
+        return mean_2x2(block.view(np.uint8)).astype(np.bool_)
     if block.dtype in (np.uint8, np.uint16) and block.size:
         planes = np.ascontiguousarray(block).reshape((-1, *block.shape[-2:]))
         out = np.empty(
@@ -74,18 +78,22 @@ def mean_2x2(block: np.ndarray) -> np.ndarray:
         index[axis] = slice(start, None, 2)
         return a[tuple(index)]
 
+    views = [take(take(block, y, i), x, j) for i in (0, 1) for j in (0, 1)]
     if block.dtype.kind == "f":
-        views = [take(take(block, y, i), x, j) for i in (0, 1) for j in (0, 1)]
-        stacked = np.stack(views)
+        stacked = np.stack(views).astype(np.promote_types(block.dtype, np.float64))
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(stacked, axis=0).astype(block.dtype)
-    wide = _WIDER[block.dtype.kind].get(block.dtype.itemsize, np.float64)
+    wide = _WIDER[block.dtype.kind].get(block.dtype.itemsize)
+    if wide is None:
+        # 64-bit: a + b + c + d may overflow and float64 loses digits, so split each value as
+        # 4q + r (floor division, r in 0..3): (sum + 2) // 4 == sum(q) + (sum(r) + 2) // 4.
+        quotients = sum(v // 4 for v in views)
+        remainders = sum(v % 4 for v in views)  # 0..12, same dtype: no float promotion
+        return (quotients + (remainders + 2) // 4).astype(block.dtype)
     rows = take(block, y, 0).astype(wide)
     rows += take(block, y, 1)
     total = take(rows, x, 0) + take(rows, x, 1)
-    if np.dtype(wide).kind == "f":
-        return np.floor(total / 4 + 0.5).astype(block.dtype)
     return ((total + 2) // 4).astype(block.dtype)
 
 

@@ -11,6 +11,8 @@ trailing channel axis ``c``.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -167,7 +169,34 @@ class ImageSource:
             "channel_names": list(self.channel_names),
             **({"no_data": [list(r) for r in self.no_data]} if self.no_data else {}),
             **({"metadata": self.metadata} if self.metadata else {}),
+            **({"stamp": stamp} if (stamp := input_stamp(self.path)) else {}),
         }
+
+
+def input_stamp(path: str | None) -> dict[str, int] | None:
+    """What identifies the input on disk now, cheaply, to tell later whether it was replaced.
+
+    A file: its size and modification time (ns). A folder (DICOM series, Zarr store, folder of
+    images): the number, total size and latest modification time of its direct entries (not
+    recursive: a chunk rewritten deep inside a Zarr store goes unnoticed). None for URLs,
+    arrays and anything that cannot be stat'ed.
+    """
+    if not path or "://" in str(path):
+        return None
+    try:
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode):
+            return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+        if not stat.S_ISDIR(info.st_mode):
+            return None
+        entries = [entry.stat() for entry in os.scandir(path)]
+    except OSError:
+        return None
+    return {
+        "entries": len(entries),
+        "size": sum(e.st_size for e in entries if stat.S_ISREG(e.st_mode)),
+        "mtime_ns": max([info.st_mtime_ns, *(e.st_mtime_ns for e in entries)]),
+    }
 
 
 def _token(source: ImageSource) -> str:

@@ -18,7 +18,8 @@ Before they are stacked, :func:`arrange` checks them; nothing inconsistent is st
   it, else the median step. Steps that differ from it by more than 10 % are missing slices (a
   step of about n spacings) or irregular spacing. Either gives one
   warning naming the folder and the gaps, or, with ``missing_slices="error"``, an
-  :class:`~pipeline.errors.InputError`. The volume is then written on the regular grid.
+  :class:`~pipeline.errors.InputError`. The slices are then stacked one after another at the
+  spacing, closing the gaps (no slice is inserted); the warning says how far slices moved.
 * Without positions, slices are sorted by ``InstanceNumber`` (refused when two share one), else
   kept in file-name order with a warning.
 
@@ -431,8 +432,16 @@ def _check_spacing(
     problem = "; ".join(problems)
     if missing_slices == "error":
         raise InputError(path, f"{problem} (refused: missing_slices is 'error')")
+    # The slices are stacked one after another, every step taken as one spacing: a gap is
+    # closed, not filled, and each slice above it sits below its true position.
+    shift = (depth - depth[0]) - spacing * np.arange(len(depth))
+    first = int(np.argmax(np.abs(shift) > _POSITION_TOLERANCE))
+    largest = float(np.max(np.abs(shift)))
+    metadata["stacked_shift_mm"] = [float(v) for v in np.round(shift, 6)]
     warnings.warn(
-        f"{path}: {problem}; stacked on a regular {_mm(spacing)} mm grid "
+        f"{path}: {problem}; the slices are stacked without the gaps, one every "
+        f"{_mm(spacing)} mm (nothing inserted): slices from z={_mm(float(depth[first]))} mm on "
+        f"are placed up to {_mm(largest)} mm from their true position "
         "(missing_slices: error refuses such series)",
         KmsegWarning,
         stacklevel=5,

@@ -67,6 +67,9 @@ class ImageData:
     level: int = 0
     level_shape: tuple[int, ...] = ()
     input_note: str | None = None
+    #: Colours of labels 1..k, ``(k, 3)`` uint8, from the labels' ``image-label`` metadata (what
+    #: napari and other NGFF viewers show); None when the metadata has none.
+    label_rgb: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -130,6 +133,20 @@ def choose_level(shapes: list[tuple[int, ...]]) -> int:
     return chosen
 
 
+def image_label_rgb(ome: dict[str, Any], k: int) -> np.ndarray | None:
+    """RGB of labels 1..k from NGFF ``image-label`` ``colors``, ``(k, 3)`` uint8, or None
+    when a label of 1..k has no colour there."""
+    found = {}
+    for entry in ome.get("image-label", {}).get("colors", []):
+        try:
+            found[int(entry["label-value"])] = [int(v) for v in entry["rgba"][:3]]
+        except (KeyError, TypeError, ValueError):
+            continue
+    if not all(label in found for label in range(1, k + 1)):
+        return None
+    return np.asarray([found[label] for label in range(1, k + 1)], dtype=np.uint8)
+
+
 def stride(size: int, limit: int = PREVIEW_MAX) -> int:
     """Step that brings ``size`` pixels to at most ``limit``."""
     return max(1, math.ceil(size / limit))
@@ -140,6 +157,7 @@ def load_image(name: str, group: zarr.Group, meta: dict[str, Any]) -> ImageData:
     data = ImageData(name=name, meta=meta, classes=class_records(meta))
     paths, scales = _level_paths(group)
     label_group = group["labels/clusters"]
+    data.label_rgb = image_label_rgb(label_group.attrs.get("ome", {}), data.k)
     label_paths, _ = _level_paths(label_group)
     label_arrays = [label_group[p] for p in label_paths]
     spatial_ndim = label_arrays[0].ndim
@@ -237,6 +255,12 @@ def open_recorded_input(meta: dict[str, Any]) -> tuple[Any, Any, str | None]:
         return None, options, (
             f"the input {path} has changed since the job (shape {list(source.shape)}, "
             f"was {inp.get('shape')})"
+        )
+    recorded, now = inp.get("stamp"), source.describe().get("stamp")
+    if recorded and recorded != now:
+        return None, options, (
+            f"the input {path} has changed since the job (the file's size or modification "
+            "time differs from what the job recorded)"
         )
     return source, options, None
 

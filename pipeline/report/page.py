@@ -190,6 +190,13 @@ def plane_views(image: ImageData, plane: Plane, colours: np.ndarray) -> str:
     recoloured = to_display(
         plane.recoloured, window, _recoloured_channels(image, plane, channels)
     )
+    # No data (label 0: transparent, NaN, outside valid_range) white, as in the labels picture,
+    # not the black its recoloured value (0 or NaN) would give.
+    no_data = plane.labels == 0
+    recoloured[no_data] = 255
+    recoloured_caption = "recoloured (each pixel its class centre" + (
+        "; white: no data)" if no_data.any() else ")"
+    )
     cells = []
     if plane.input is not None:
         base = to_display(plane.input, window, channels)
@@ -211,7 +218,7 @@ def plane_views(image: ImageData, plane: Plane, colours: np.ndarray) -> str:
         label_caption = "labels (white: no data)"
     cells.append(
         f"<figure>{_img(png_data_uri(_fit(recoloured, plane, DISPLAY_MAX, False)), 'recoloured')}"
-        f"<figcaption>recoloured (each pixel its class centre)</figcaption></figure>"
+        f"<figcaption>{recoloured_caption}</figcaption></figure>"
     )
     cells.append(f"<figure>{labelled}<figcaption>{label_caption}</figcaption></figure>")
     title = "" if plane.title == "image" else f'<p class="small">{e(plane.title)}</p>'
@@ -361,12 +368,13 @@ def source_line(image: ImageData) -> str:
     spacing = inp.get("spacing") or []
     unit = inp.get("unit")
     spacing_text = (
-        " × ".join(fmt(s) for s in spacing) + f" {unit}" if unit else "no physical pixel size"
+        "pixel size " + " × ".join(fmt(s) for s in spacing) + f" {unit}"
+        if unit else "no physical pixel size"
     )
     shape = " × ".join(str(s) for s in inp.get("shape", []))
     return (
         f'<p class="source">{e(inp.get("path"))} · {e(inp.get("format"))} · axes '
-        f"{e(inp.get('axes'))} · {e(shape)} · {e(inp.get('dtype'))} · pixel {e(spacing_text)}"
+        f"{e(inp.get('axes'))} · {e(shape)} · {e(inp.get('dtype'))} · {e(spacing_text)}"
         "</p>"
     )
 
@@ -403,9 +411,15 @@ def run_details(image: ImageData, notes: Sequence[str]) -> str:
     )
 
 
+def colours_of(image: ImageData) -> np.ndarray:
+    """Class colours 1..k: the output's ``image-label`` colours (what napari shows), else
+    distinct ones (:func:`class_colours`)."""
+    return image.label_rgb if image.label_rgb is not None else class_colours(image.k)
+
+
 def image_section(image: ImageData, anchor: str) -> str:
     """One image's section: pictures, palette, distribution, run details."""
-    colours = class_colours(image.k)
+    colours = colours_of(image)
     notes = [image.input_note] if image.input_note else []
     views = "".join(plane_views(image, plane, colours) for plane in image.planes)
     return (
@@ -429,7 +443,7 @@ def summary_table(images: Sequence[ImageData], anchors: Sequence[str]) -> str:
     """A table of the images of a multi-input output: thumbnail, size, k, class fractions."""
     rows = []
     for image, anchor in zip(images, anchors, strict=True):
-        colours = class_colours(image.k)
+        colours = colours_of(image)
         parts = "".join(
             f'<span style="width:{100 * (r.get("fraction") or 0):.3f}%;'
             f'background:{hex_colour(colours[i])}" title="class {r["label"]}: '

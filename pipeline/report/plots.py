@@ -192,8 +192,11 @@ def value_histogram(
     ax.set_ylabel("pixels in the sample")
     ax.set_xlim(edges[0], edges[-1])
     ax.grid(True, alpha=0.25)
-    if k <= 12:
-        ax.legend(loc="upper right", fontsize=9, ncols=min(k, 6))
+    if k <= 12:  # classes 1..k in order (a stacked histogram lists its patches reversed)
+        handles, texts = ax.get_legend_handles_labels()
+        order = sorted(range(len(texts)), key=lambda i: int(texts[i].split()[-1]))
+        ax.legend([handles[i] for i in order], [texts[i] for i in order],
+                  loc="upper right", fontsize=9, ncols=min(k, 6))
     return figure_uri(fig)
 
 

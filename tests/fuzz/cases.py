@@ -356,3 +356,49 @@ def _(w: Workspace) -> Run:
 
     Path(lock_path(w.out)).mkdir()
     return Run(segment(str(w.image()), "-k", "2", "-o", w.out), (w.out,))
+
+
+# --- tester's findings: messages, job files, demo --------------------------------------------
+
+
+@case("path-starting-with-kmseg")
+def _(w: Workspace) -> Run:
+    # a relative path whose text starts with "kmseg" must still get the "kmseg: error:" prefix
+    return Run(segment("kmseg_missing.png", "-k", "2", "-o", w.out), ("kmseg_missing.png",))
+
+
+@case("yaml-not-utf8")
+def _(w: Workspace) -> Run:
+    job = w.inputs / "job.yaml"
+    job.write_bytes(b"\xff\xfe garbage")
+    return Run(["run", str(job)], (str(job),))
+
+
+@case("yaml-duplicate-key")
+def _(w: Workspace) -> Run:
+    job = w.inputs / "job.yaml"
+    job.write_text(f"inputs: [{w.image()}]\nk: 3\nk: 4\n")
+    return Run(["run", str(job)], (f"{job}: k: given twice",))
+
+
+@case("demo-folder-is-a-file")
+def _(w: Workspace) -> Run:
+    target = w.inputs / "kmseg-demo"
+    target.write_text("a user's file")
+    return Run(["demo", str(target), "-q"], (str(target),))
+
+
+@case("environment-malformed-list")
+def _(w: Workspace) -> Run:
+    w.env["KMSEG_VALID_RANGE"] = "[1,"
+    return Run(segment(str(w.image()), "-k", "2", "-o", w.out), ("KMSEG_VALID_RANGE",))
+
+
+@case("k-none-has-no-unset")
+def _(w: Workspace) -> Run:
+    return Run(segment(str(w.image()), "--set", "k=none", "-o", w.out), ("k: has no unset",))
+
+
+@case("segment-without-any-input")
+def _(w: Workspace) -> Run:
+    return Run(segment("-o", w.out), ("inputs",))

@@ -445,6 +445,10 @@ def test_missing_slice_warns_with_the_gap(tmp_path: Path, rng: np.random.Generat
     assert str(folder) in str(warning.message) and "\n" not in str(warning.message)
     assert source.spacing[0] == 2
     assert source.metadata["slice_gaps_mm"] == [[4, 8]]
+    # stacked without the gap: the slices at 8 and 10 mm are placed at 6 and 8 mm
+    assert source.metadata["stacked_shift_mm"] == [0, 0, 0, 2, 2]
+    assert "stacked without the gaps, one every 2 mm (nothing inserted): slices from z=8 mm on " \
+        "are placed up to 2 mm from their true position" in str(warning.message)
     assert_reads(source, (stored.astype(np.int32) - 1024).astype(np.int16))
     with pytest.raises(InputError, match=re.escape(message)) as info:
         open_image(str(folder), missing_slices="error")

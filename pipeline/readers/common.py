@@ -318,42 +318,74 @@ def present_chunks(
     return tuple(chunks)
 
 
-class DecodeCache:
-    """A small thread-safe LRU cache of decoded whole images.
+class LoadOnceCache:
+    """A small thread-safe LRU cache whose values are loaded once per key.
 
-    Used by formats that can only be decoded whole: concurrent tasks asking for the same image
-    wait for one decode instead of each decoding it.
+    Concurrent tasks asking for a missing key wait for one ``load`` instead of each loading it.
+    Used for images that can only be decoded whole (:class:`DecodeCache`) and for local copies
+    of remote files (:class:`pipeline.readers.urls.LocalCopies`).
+
+    Parameters
+    ----------
+    maxsize : int
+        Entries kept; the least recently used is dropped (and given to ``evict``) beyond it.
+    valid : callable, optional
+        ``valid(value)``: False makes a cached value count as missing (a deleted copy).
+    evict : callable, optional
+        Called with each value dropped from the cache.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        valid: Callable[[Any], bool] | None = None,
+        evict: Callable[[Any], None] | None = None,
+    ) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._valid = valid or (lambda value: True)
+        self._evict = evict or (lambda value: None)
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._pending: dict[Hashable, threading.Lock] = {}
 
-    def get(self, key: Hashable, load: Callable[[], np.ndarray]) -> np.ndarray:
+    def _cached(self, key: Hashable) -> tuple[bool, Any]:
+        if key in self._data and self._valid(self._data[key]):
+            self._data.move_to_end(key)
+            return True, self._data[key]
+        return False, None
+
+    def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
         """Return the cached value for ``key``, calling ``load`` once if it is missing."""
         with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
+            found, value = self._cached(key)
+            if found:
+                return value
             key_lock = self._pending.setdefault(key, threading.Lock())
         with key_lock:
             with self._lock:
-                if key in self._data:
-                    return self._data[key]
+                found, value = self._cached(key)
+                if found:
+                    return value
             try:
                 value = load()
                 with self._lock:
                     self._data[key] = value
                     while len(self._data) > self.maxsize:
-                        self._data.popitem(last=False)
+                        self._evict(self._data.popitem(last=False)[1])
             finally:
                 with self._lock:
                     self._pending.pop(key, None)
         return value
 
     def clear(self) -> None:
-        """Drop every cached image."""
+        """Drop every cached value."""
         with self._lock:
+            for value in self._data.values():
+                self._evict(value)
             self._data.clear()
+
+
+class DecodeCache(LoadOnceCache):
+    """A :class:`LoadOnceCache` of decoded whole images (formats that cannot be read by
+    region)."""

@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 from pipeline.errors import InputError
 from pipeline.paths import is_url
 from pipeline.readers.base import ImageSource, ReadOptions
-from pipeline.readers.common import ReadError
+from pipeline.readers.common import LoadOnceCache, ReadError
 from pipeline.readers.dispatch import expand_inputs, open_image, suffix_format
 
 #: Formats read from a local copy of the whole file.
@@ -125,32 +124,13 @@ class LocalCopies:
     """Whole-file copies of remote objects in a private temporary folder (LRU, thread-safe)."""
 
     def __init__(self, maxsize: int = 8) -> None:
-        self.maxsize = maxsize
-        self._paths: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._copies = LoadOnceCache(maxsize, valid=os.path.exists, evict=_remove)
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str], threading.Lock] = {}
         self._folder: str | None = None
 
     def get(self, url: str, version: str) -> str:
         """Local path of a copy of ``url`` (downloaded now if this process has none)."""
-        key = (url, version)
-        with self._lock:
-            if key in self._paths and os.path.exists(self._paths[key]):
-                self._paths.move_to_end(key)
-                return self._paths[key]
-            key_lock = self._pending.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._paths and os.path.exists(self._paths[key]):
-                    return self._paths[key]
-            path = self._download(url, version)
-            with self._lock:
-                self._paths[key] = path
-                self._pending.pop(key, None)
-                while len(self._paths) > self.maxsize:
-                    _, old = self._paths.popitem(last=False)
-                    _remove(old)
-        return path
+        return self._copies.get((url, version), lambda: self._download(url, version))
 
     def _download(self, url: str, version: str) -> str:
         folder = self._ensure_folder()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ from pipeline.model import Model
 from pipeline.plan import BatchResults, Plan, SegmentationResult, build_plan
 from pipeline.readers import ImageSource, from_array
 from pipeline.warn import capture
+
+log = logging.getLogger(__name__)
 
 
 def plan(config: JobConfig | Mapping[str, Any]) -> Plan:
@@ -48,7 +51,13 @@ def _execute(job: Plan, model: Model | None = None) -> BatchResults:
             from pipeline.fit import fit_model
 
             model = fit_model(job, executor)
-        return job.execute(executor, model=model)
+        results = job.execute(executor, model=model)
+    if config.report and results:
+        from pipeline.report import default_report_path, write_report
+
+        page = write_report(config.output, default_report_path(config.output))
+        log.info("report: %s", page)
+    return results
 
 
 def run(config: JobConfig | Mapping[str, Any]) -> BatchResults:

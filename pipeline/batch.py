@@ -84,7 +84,7 @@ WINDOW_PIXELS = 1 << 25
 RUN_KEYS = frozenset({
     "quiet", "overwrite", "scheduler", "scheduler_file", "cluster", "n_workers",
     "local_scheduler", "tls_ca_file", "tls_cert", "tls_key", "connect_timeout",
-    "performance_report", "on_error", "output", "batch_inputs",
+    "performance_report", "on_error", "output", "batch_inputs", "report",
 })
 
 #: Exit status of the CLI when some inputs of a batch failed (``on_error: continue``).

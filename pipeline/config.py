@@ -197,6 +197,11 @@ class JobConfig:
         "resolution is upsampled), a folder or a pattern with {name} (one mask per input), "
         "or auto (tissue of slides and photos, the body in CT)",
     )
+    report: bool = Field(
+        False,
+        description="after the job, write the report page NAME.report.html beside the output "
+        "(kmseg report)",
+    )
     k_min: int = Field(2, ge=2, le=64, description="smallest k tried by k: auto")
     k_max: int = Field(12, ge=2, le=64, description="largest k tried by k: auto")
 

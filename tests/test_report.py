@@ -344,3 +344,17 @@ def test_transparent_pixels_are_white_in_the_recoloured_panel(tmp_path: Path) ->
 def test_header_names_the_pixel_size(photo_output: tuple[str, Path]) -> None:
     page = build_report(photo_output[0])
     assert "· no physical pixel size</p>" in page and "pixel no physical" not in page
+
+
+def test_segment_writes_the_report_with_report_true(tmp_path):
+    from pipeline.cli import main
+
+    image = np.zeros((40, 60, 3), dtype=np.uint8)
+    image[:, 20:] = (200, 30, 40)
+    path = tmp_path / "two.npy"
+    np.save(path, image)
+    out = tmp_path / "two.zarr"
+    assert main(["segment", str(path), "-k", "2", "-o", str(out), "-q", "--report"]) == 0
+    page = (tmp_path / "two.report.html").read_text()
+    assert page.lstrip().lower().startswith("<!doctype html")
+    assert "data:image/png;base64," in page

@@ -383,3 +383,35 @@ def test_all_engines_agree_through_dask_arrays(rng):
         for engine in ("exact", "binned", "dask-ml", "sample"):
             labels, *_ = _segment(image, mask, engine, 3, chunks=(16, 16))
             assert ((labels.compute() > 0) == truth).all()
+
+
+def test_batch_with_a_mask_folder_and_a_model(tmp_path, rng):
+    """Many inputs, one mask each from a folder; a model fitted without masks applied with
+    them; label 0 exactly outside each mask."""
+    from pipeline.cli import main
+
+    images, masks_dir = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks_dir.mkdir()
+    truths = {}
+    for i in range(3):
+        Image.fromarray(_rgb((30, 45), rng)).save(images / f"im{i}.png")
+        truth = _blobs((30, 45), rng)
+        truth[0, 0] = True  # never empty
+        truths[f"im{i}"] = truth
+        Image.fromarray(truth.astype(np.uint8) * 255).save(masks_dir / f"im{i}.png")
+    out = tmp_path / "masked.zarr"
+    assert main(["segment", str(images), "-k", "3", "-o", str(out), "-q",
+                 "--mask", str(masks_dir)]) == 0
+    model = tmp_path / "model.json"
+    assert main(["fit", str(images), "-k", "3", "-o", str(model), "-q"]) == 0
+    applied = tmp_path / "applied.zarr"
+    assert main(["segment", str(images), "--model", str(model), "-o", str(applied), "-q",
+                 "--mask", str(masks_dir)]) == 0
+    for store in (out, applied):
+        for name, truth in truths.items():
+            labels = zarr.open_group(str(store / name / "labels" / "clusters"))["0"][:]
+            assert (labels[~truth] == 0).all() and (labels[truth] > 0).all()
+            meta = zarr.open_group(str(store / name)).attrs["kmseg"]
+            assert meta["pixels_without_data"] == int((~truth).sum())
+            assert meta["mask"]["fraction"] == pytest.approx(truth.mean())

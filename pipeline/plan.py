@@ -406,7 +406,8 @@ def build_plan(config: JobConfig, sources: list[ImageSource] | None = None) -> P
             for p in paths
         ]
     config = dataclasses.replace(config, output=shared_path(config.output, config))
-    check_output(config.output, config.overwrite, [s.path for s in sources])
+    check_output(config.output, config.overwrite, [s.path for s in sources],
+                 given=[str(i) for i in config.inputs])
     names = unique_names([s.path for s in sources])
     workers = config.n_workers or os.cpu_count() or 1
     if config.chunk_mb:

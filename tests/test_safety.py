@@ -435,27 +435,31 @@ def test_a_dangling_symlink_output_is_refused(tmp_path, image, capsys):
 
 
 def test_every_spelling_of_an_output_meets_one_lock(tmp_path, image, capsys, monkeypatch):
-    """A second process holds the lock of ``out/s.zarr``; reaching that output through a
-    symlinked folder, ``..`` or a relative path is refused naming it, and nothing changes."""
+    """A second process holds the lock of ``out/s.zarr``; reaching that output through a link
+    to it, a symlinked folder, ``..`` or a relative path is refused naming it, and nothing
+    changes."""
     import subprocess
     import sys
+
+    import pipeline
 
     (tmp_path / "out").mkdir()
     out = kmseg_output(tmp_path / "out", "s.zarr", image)
     source = tmp_path / "out" / "s.zarr-source.npy"
     (tmp_path / "alias").symlink_to(tmp_path / "out", target_is_directory=True)
+    (tmp_path / "link.zarr").symlink_to(out, target_is_directory=True)
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys\nfrom pipeline.lock import OutputLock\n"
          f"with OutputLock({str(out)!r}):\n    print('held', flush=True)\n    sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": str(Path(pipeline.__file__).resolve().parents[1])},
     )
     try:
         assert holder.stdout.readline().strip() == "held"
         before = checksums(tmp_path / "out")  # the output, its source and the holder's lock
         monkeypatch.chdir(tmp_path / "out")
-        for spelling in (str(tmp_path / "alias" / "s.zarr"),
+        for spelling in (str(tmp_path / "link.zarr"), str(tmp_path / "alias" / "s.zarr"),
                          str(tmp_path / "out" / ".." / "out" / "s.zarr"), "s.zarr", "./s.zarr/"):
             code = main(["segment", str(source), *ARGS, "-o", spelling, "--overwrite"])
             assert code == 2, spelling

@@ -1,6 +1,7 @@
 """kmseg: segment images of any size with K-Means on Dask, writing OME-NGFF Zarr.
 
-The public API (:func:`segment`, :func:`plan`, :func:`run`, :class:`JobConfig`) and
+The public API (:func:`segment`, :func:`plan`, :func:`run`, :func:`fit`, :class:`Model`,
+:class:`JobConfig`) and
 ``__version__`` are looked up on first use, so that ``import pipeline.cli`` (and
 ``kmseg --help``) loads no Dask, NumPy or Zarr.
 
@@ -36,14 +37,17 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import ConfigError, InputError, KmsegError, OutputError
 
 if TYPE_CHECKING:
-    from pipeline.api import plan, run, segment
+    from pipeline.api import fit, plan, run, segment
     from pipeline.config import JobConfig
+    from pipeline.model import Model
 
 #: Public names imported on first access: name -> module.
 _LAZY = {
     "plan": "pipeline.api",
     "run": "pipeline.api",
     "segment": "pipeline.api",
+    "fit": "pipeline.api",
+    "Model": "pipeline.model",
     "JobConfig": "pipeline.config",
 }
 
@@ -94,8 +98,10 @@ __all__ = [
     "InputError",
     "JobConfig",
     "KmsegError",
+    "Model",
     "OutputError",
     "__version__",
+    "fit",
     "plan",
     "run",
     "segment",

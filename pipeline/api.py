@@ -1,4 +1,4 @@
-"""The public Python API: plan, run and segment."""
+"""The public Python API: plan, run, segment and fit."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import numpy as np
 
 from pipeline.config import JobConfig, build_config
 from pipeline.execution import open_executor
-from pipeline.plan import Plan, SegmentationResult, build_plan
+from pipeline.model import Model
+from pipeline.plan import BatchResults, Plan, SegmentationResult, build_plan
 from pipeline.readers import ImageSource, from_array
 from pipeline.warn import capture
 
 
 def plan(config: JobConfig | Mapping[str, Any]) -> Plan:
-    """Build the plan of a job without reading any pixels.
+    """Build the plan of a job without opening any input or reading any pixel.
 
     Parameters
     ----------
@@ -33,16 +34,45 @@ def plan(config: JobConfig | Mapping[str, Any]) -> Plan:
     return build_plan(config)
 
 
-def run(config: JobConfig | Mapping[str, Any]) -> list[SegmentationResult]:
+def _execute(job: Plan, model: Model | None = None) -> BatchResults:
+    """Run ``job`` on its scheduler: fit a shared model first when asked, apply any model."""
+    config = job.config
+    if config.model and config.shared_model:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError("give either model or shared_model, not both")
+    if model is None and config.model:
+        model = Model.load(config.model)
+    with open_executor(config) as executor:
+        if model is None and config.shared_model:
+            from pipeline.fit import fit_model
+
+            model = fit_model(job, executor)
+        return job.execute(executor, model=model)
+
+
+def run(config: JobConfig | Mapping[str, Any]) -> BatchResults:
     """Plan and execute a job on the configured scheduler; return one result per input.
 
     Warnings raised while opening and processing the inputs are recorded in each output's
     metadata (``"warnings"``) and passed on as usual (see :func:`pipeline.warn.capture`).
+    The returned list also says which inputs failed (``.failed``, with ``on_error:
+    continue``) and how many an earlier run had finished (``.resumed``).
     """
     with capture(forward=True):
-        job = plan(config)
-        with open_executor(job.config) as executor:
-            return job.execute(executor)
+        return _execute(plan(config))
+
+
+def _sources(inputs: Any) -> tuple[list[str], list[ImageSource] | None]:
+    items = [inputs] if isinstance(inputs, (str, np.ndarray)) else list(inputs)
+    arrays = [i for i in items if isinstance(i, np.ndarray)]
+    if arrays and len(arrays) != len(items):
+        raise TypeError("give either paths or arrays, not both")
+    names = [f"array{i}" for i in range(len(items))] if arrays else [str(i) for i in items]
+    sources = (
+        [from_array(a, name=n) for a, n in zip(arrays, names, strict=True)] if arrays else None
+    )
+    return names, sources
 
 
 def segment(
@@ -50,8 +80,9 @@ def segment(
     output: str,
     *,
     k: int = 4,
+    model: Model | str | None = None,
     **options: Any,
-) -> list[SegmentationResult]:
+) -> BatchResults:
     """Segment one or more images with K-Means and write OME-Zarr output.
 
     Parameters
@@ -62,16 +93,20 @@ def segment(
     output : str
         Output Zarr store.
     k : int
-        Number of clusters.
+        Number of clusters (ignored with ``model``).
+    model : Model or str, optional
+        Apply this model (or model file) to every input instead of fitting.
     **options
         Any other :class:`~pipeline.config.JobConfig` key (``engine``, ``random_state``,
         ``sample``, ``colour_space``, ``spatial_weight``, ``chunks``, ``overwrite``,
-        ``scheduler``, ``quiet``, ...); they win over ``KMSEG_*`` environment variables.
+        ``scheduler``, ``quiet``, ``shared_model``, ``label_order``, ``on_error``, ...); they
+        win over ``KMSEG_*`` environment variables.
 
     Returns
     -------
-    list of SegmentationResult
-        Centres, mse, inertia and pixel counts per input.
+    BatchResults
+        A list of :class:`~pipeline.plan.SegmentationResult` (centres, mse, inertia and pixel
+        counts per input).
 
     Examples
     --------
@@ -79,16 +114,73 @@ def segment(
     >>> [result] = segment(data.astronaut(), "astronaut.zarr", k=4, quiet=True)  # doctest: +SKIP
     >>> result.mse  # doctest: +SKIP
     """
-    items = [inputs] if isinstance(inputs, (str, np.ndarray)) else list(inputs)
-    arrays = [i for i in items if isinstance(i, np.ndarray)]
-    if arrays and len(arrays) != len(items):
-        raise TypeError("give either paths or arrays, not both")
-    names = [f"array{i}" for i in range(len(items))] if arrays else [str(i) for i in items]
+    names, sources = _sources(inputs)
+    if isinstance(model, str):
+        options["model"] = model
+        model = None
+    if model is not None:
+        k = model.k
     config = build_config({**options, "inputs": names, "output": output, "k": k})
-    sources: list[ImageSource] | None = (
-        [from_array(a, name=n) for a, n in zip(arrays, names, strict=True)] if arrays else None
-    )
     with capture(forward=True):
-        job = build_plan(config, sources)
+        return _execute(build_plan(config, sources), model)
+
+
+def fit(
+    inputs: str | np.ndarray | Sequence[str | np.ndarray],
+    *,
+    k: int = 4,
+    output: str | None = None,
+    **options: Any,
+) -> Model:
+    """Fit one model on all ``inputs`` pooled (see :mod:`pipeline.fit`).
+
+    Parameters
+    ----------
+    inputs : str, ndarray or sequence of them
+        Paths (files, folders, globs) or in-memory arrays.
+    k : int
+        Number of clusters.
+    output : str, optional
+        Also save the model to this JSON file (never replaced unless ``overwrite=True``).
+    **options
+        Other :class:`~pipeline.config.JobConfig` keys (``engine``, ``sample``,
+        ``random_state``, ``label_order``, ``colour_space``, scheduler keys, ...).
+
+    Returns
+    -------
+    Model
+        Pass it to :func:`segment` (``model=``), or save it with :meth:`Model.save`.
+    """
+    names, sources = _sources(inputs)
+    config = build_config({**options, "inputs": names, "output": output or "model.json",
+                           "k": k})
+    return fit_config(config, sources, save=output is not None)
+
+
+def fit_config(config: JobConfig, sources: list[ImageSource] | None = None,
+               save: bool = True) -> Model:
+    """Fit one model on the inputs of ``config`` and save it to ``config.output`` (``save``)."""
+    import os
+
+    from pipeline.errors import OutputError
+    from pipeline.fit import fit_model
+
+    config = config.validate()
+    if save and os.path.exists(config.output):
+        if not config.overwrite:
+            raise OutputError(f"{config.output}: the model file already exists; pass "
+                              "--overwrite to replace it")
+        if not os.path.isfile(config.output):
+            raise OutputError(f"{config.output}: exists and is not a file")
+    with capture(forward=True):
+        job = build_plan(config, sources, check=False)
         with open_executor(job.config) as executor:
-            return job.execute(executor)
+            model = fit_model(job, executor)
+    if save:
+        if config.overwrite and os.path.isfile(config.output):
+            os.remove(config.output)
+        model.save(config.output)
+    return model
+
+
+__all__ = ["BatchResults", "Model", "SegmentationResult", "fit", "plan", "run", "segment"]

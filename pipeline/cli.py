@@ -136,8 +136,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     config = build_config(overrides)
     from pipeline.api import run  # after the config is checked: errors come quickly
 
-    _print_results(run(config))
-    return 0
+    results = run(config)
+    _print_results(results)
+    return _status(results)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -146,7 +147,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = build_config(load_yaml(args.config), _overrides(args))
     from pipeline.api import run
 
-    _print_results(run(config))
+    results = run(config)
+    _print_results(results)
+    return _status(results)
+
+
+def _status(results: Any) -> int:
+    """0, or 3 (:data:`pipeline.batch.EXIT_SOME_FAILED`) when inputs of a batch failed."""
+    failed = getattr(results, "failed", [])
+    if not failed:
+        return 0
+    from pipeline.batch import EXIT_SOME_FAILED
+
+    logging.getLogger("kmseg").error(
+        "%d input(s) failed; see the 'failed' list in the output's metadata", len(failed)
+    )
+    return EXIT_SOME_FAILED
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from pipeline.config import build_config
+
+    overrides = _overrides(args)
+    overrides["inputs"] = args.inputs
+    config = build_config(overrides)
+    from pipeline.api import fit_config
+
+    model = fit_config(config)
+    mse = model.provenance.get("mse")
+    print(f"{config.output}: k={model.k} engine={model.engine} "
+          f"mse={'nan' if mse is None else format(mse, '.6g')} "
+          f"pixels={model.provenance.get('n_pixels')}")
     return 0
 
 
@@ -204,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, positional_inputs=True)
     common(p)
     p.set_defaults(func=cmd_segment)
+
+    p = sub_parser("fit", "fit one model on all inputs pooled: kmseg fit INPUT... -k 4 -o "
+                   "MODEL.json")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    _add_config_flags(p, positional_inputs=True)
+    common(p)
+    p.set_defaults(func=cmd_fit)
 
     p = sub_parser("run", "run a YAML job: kmseg run JOB.yaml [--key value ...]")
     p.add_argument("config", metavar="JOB.yaml")
@@ -286,7 +324,8 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage)."""
+    """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage,
+    3 some inputs of a batch failed with ``on_error: continue``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv == ["--version"]:  # before building the parser: the quickest answer
         print(f"kmseg {pipeline.__version__}")

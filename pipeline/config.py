@@ -76,7 +76,11 @@ class JobConfig:
     output: str = Field(
         "", validate_default=True, description="output Zarr store (a folder or an s3:// URL)"
     )
-    k: int = Field(4, ge=1, le=65535, description="number of clusters")
+    k: int | Literal["auto"] = Field(
+        4,
+        description="number of clusters (1-65535), or auto: chosen from the mse curve of "
+        "k_min..k_max (a heuristic; see the README)",
+    )
     engine: EngineName = Field(
         "auto",
         description="fitting engine; auto picks exact where it applies, then binned, else dask-ml",
@@ -168,6 +172,33 @@ class JobConfig:
     reorient: bool = Field(
         False, description="reorient NIfTI volumes to the closest canonical (RAS+) orientation"
     )
+    on_error: Literal["stop", "continue"] = Field(
+        "stop",
+        description="a batch input that fails: stop the job, or continue with the others "
+        "(reported, recorded in the output's metadata, exit status 3)",
+    )
+    label_order: Literal["luminance", "size", "none"] = Field(
+        "luminance",
+        description="class numbering: luminance (label 1 darkest), size (label 1 largest) "
+        "or none (as fitted)",
+    )
+    model: str | None = Field(
+        None, description="apply this model file (kmseg fit) instead of fitting each input"
+    )
+    shared_model: bool = Field(
+        False, description="fit one model on all inputs pooled and apply it to each"
+    )
+    batch_inputs: int = Field(
+        32, ge=1, description="most inputs of a batch open at once (bounds memory)"
+    )
+    mask: str | None = Field(
+        None,
+        description="segment only inside a mask: an image file (nonzero = inside; a lower "
+        "resolution is upsampled), a folder or a pattern with {name} (one mask per input), "
+        "or auto (tissue of slides and photos, the body in CT)",
+    )
+    k_min: int = Field(2, ge=2, le=64, description="smallest k tried by k: auto")
+    k_max: int = Field(12, ge=2, le=64, description="largest k tried by k: auto")
 
     # --- conversions of text and YAML values, before the type check ---------------------------
 
@@ -200,6 +231,41 @@ class JobConfig:
     def _an_output(cls, value: str) -> str:
         if not value:
             raise ValueError("no output given (-o OUT.zarr)")
+        return value
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k_number_or_auto(cls, value: Any) -> Any:
+        """``k`` is a whole number or ``auto`` (text from the CLI, environment or YAML)."""
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text == "auto":
+                return "auto"
+            try:
+                return int(text)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+        elif isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool):
+            raise ValueError("expected a number, got a boolean")
+        raise ValueError(f"must be a whole number or auto, got {value!r}")
+
+    @field_validator("k")
+    @classmethod
+    def _k_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 65535:
+            raise ValueError(f"must be 1-65535 or auto, got {value}")
+        return value
+
+    @field_validator("k_max")
+    @classmethod
+    def _k_max_not_below_k_min(cls, value: int, info: Any) -> int:
+        k_min = info.data.get("k_min")
+        if k_min is not None and value < k_min:
+            raise ValueError(f"must be at least k_min ({k_min}), got {value}")
         return value
 
     @field_validator("valid_range")

@@ -33,16 +33,9 @@ CONNECT_TIMEOUT_S = 30
 class Executor:
     """Computes Dask collections on one scheduler, optionally with a progress bar."""
 
-    def __init__(self, client: Any = None, *, progress: bool = True, description: str = "") -> None:
+    def __init__(self, client: Any = None, *, progress: bool = True) -> None:
         self.client = client
         self.progress = progress
-        self.description = description
-
-    @property
-    def kind(self) -> str:
-        if self.client is None:
-            return dask.config.get("scheduler", "threads")
-        return "distributed"
 
     def compute(self, *collections: Any, label: str = "computing") -> tuple:
         """Compute ``collections`` in one graph and return their results."""

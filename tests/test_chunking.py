@@ -73,6 +73,10 @@ def test_cluster_jobs_use_the_cluster_chunk_size(tmp_path):
          "scheduler": "tcp://127.0.0.1:1"},
         environ={},
     )
-    [job] = build_plan(config).jobs
-    chunk_bytes = math.prod(c[0] for c in job.image.chunks)
+    from pipeline.batch import open_image
+
+    plan = build_plan(config)
+    [job] = plan.jobs
+    image = open_image(job.open(plan.config), plan.config)
+    chunk_bytes = math.prod(c[0] for c in image.chunks)
     assert chunk_bytes <= CLUSTER_CHUNK_BYTES

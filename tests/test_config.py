@@ -247,7 +247,7 @@ def test_config_is_immutable_and_replace_validates():
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.k = 5  # type: ignore[misc]
     assert dataclasses.replace(config, k=9).k == 9
-    with pytest.raises(ValueError, match="greater than or equal to 1"):
+    with pytest.raises(ValueError, match="must be 1-65535 or auto, got 0"):
         dataclasses.replace(config, k=0)
 
 
@@ -300,3 +300,16 @@ def test_config_pickles_for_worker_processes():
 
     config = build_config({**BASE, "cluster": "{kind: local}", "chunks": "64x64"}, environ={})
     assert pickle.loads(pickle.dumps(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("auto", "auto"), ("AUTO", "auto"), ("7", 7), (7.0, 7)]
+)
+def test_k_is_a_number_or_auto(value, expected):
+    assert build_config({**BASE, "k": value}, environ={}).k == expected
+
+
+@pytest.mark.parametrize("value", ["abc", [1, 2], 2.5, 0, 70000])
+def test_bad_k_is_one_message_naming_k(value):
+    with pytest.raises(ConfigError, match=r"^k: (must be a whole number or auto|must be 1-65535)"):
+        build_config({**BASE, "k": value}, environ={})

@@ -117,7 +117,7 @@ def test_building_the_plan_reads_no_pixels(tmp_path, monkeypatch):
 
     monkeypatch.setattr(NpyBlockReader, "__getitem__", fail)
     plan = build_plan(build_config({"inputs": [str(path)], "output": str(tmp_path / "o.zarr")}))
-    assert plan.jobs[0].image.shape == (30, 40, 3)
+    assert plan.jobs[0].open(plan.config).shape == (30, 40, 3)
 
 
 def test_lab_and_spatial_features_end_to_end(photos, tmp_path):

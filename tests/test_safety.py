@@ -277,7 +277,7 @@ def test_lock_is_released_on_interrupt_and_the_output_stays_incomplete(
 ):
     import importlib
 
-    plan_module = importlib.import_module("pipeline.plan")  # pipeline.plan is also a function
+    plan_module = importlib.import_module("pipeline.outputs")  # the batch creates the root there
     source = tmp_path / "in.npy"
     np.save(source, image)
     out = tmp_path / "out.zarr"

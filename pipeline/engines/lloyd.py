@@ -2,7 +2,9 @@
 
 Lloyd iterations keep Hamerly's distance bounds (an upper bound to the own centre, a lower bound
 to every other), so rows whose centre cannot have changed are skipped: near convergence an
-iteration costs little more than one pass over the rows.
+iteration costs little more than one pass over the rows. Tables of at most
+:data:`COMPILED_ROWS` rows (the coarse tables restarts run on) run the whole loop compiled
+with plain assignment instead, since there the Python cost of an iteration dominates.
 
 The kernels are compiled with Numba, release the GIL, and are run over row ranges in a small
 thread pool, so they are safe to call from any thread (no nested parallel runtimes).
@@ -167,9 +169,9 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
 def _split(n: int, body) -> list:
     """Run ``body(thread, lo, hi)`` over row ranges covering ``range(n)``."""
     n_threads = _n_threads(n)
-    bounds = np.linspace(0, n, n_threads + 1).astype(np.intp)
     if n_threads == 1:
         return [body(0, 0, n)]
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.intp)
     futures = [
         _pool(n_threads).submit(body, t, bounds[t], bounds[t + 1]) for t in range(n_threads)
     ]
@@ -286,6 +288,76 @@ class _Bounded:
         return self.sums.sum(axis=0), self.wsum.sum(axis=0), changed
 
 
+#: Rows up to which :func:`weighted_lloyd` runs wholly compiled (no Python per iteration).
+COMPILED_ROWS = 1 << 13
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
+    # The loop of weighted_lloyd with plain (unbounded) assignment: for small tables the
+    # Python overhead of an iteration costs more than the bounds save.
+    n, d = X.shape
+    k = C.shape[0]
+    Ct = np.ascontiguousarray(C.T)
+    labels = np.empty(n, dtype=np.int32)
+    dist = np.empty(n)
+    total = 0.0
+    for i in range(n):
+        for f in range(d):
+            total += w[i] * X[i, f] * X[i, f]
+    sums = np.zeros((k, d))
+    wsum = np.zeros(k)
+    _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
+    prev = np.inf
+    n_iter = 0
+    converged = False
+    while n_iter < max_iter:
+        n_iter += 1
+        cost = total
+        for j in range(k):
+            if wsum[j] > 0:
+                sq = 0.0
+                for f in range(d):
+                    sq += sums[j, f] * sums[j, f]
+                cost -= sq / wsum[j]
+        new = _update_compiled(C, sums, wsum, X, dist)
+        if cost >= prev * (1.0 - rtol):
+            converged = True
+            break
+        prev = cost
+        C = new
+        Ct = np.ascontiguousarray(C.T)
+        old = labels.copy()
+        sums[:] = 0.0
+        wsum[:] = 0.0
+        _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
+        if np.array_equal(old, labels):
+            converged = True
+            break
+    C = _update_compiled(C, sums, wsum, X, dist)
+    return C, n_iter, converged
+
+
+@numba.njit(nogil=True, cache=True)
+def _update_compiled(C, sums, wsum, X, far):  # pragma: no cover - compiled
+    new = C.copy()
+    n_empty = 0
+    for j in range(C.shape[0]):
+        if wsum[j] > 0:
+            for f in range(C.shape[1]):
+                new[j, f] = sums[j, f] / wsum[j]
+        else:
+            n_empty += 1
+    if n_empty:
+        rows = np.argsort(far)[::-1]
+        r = 0
+        for j in range(C.shape[0]):
+            if wsum[j] <= 0 and r < len(rows):
+                new[j] = X[rows[r]]
+                r += 1
+    return new
+
+
 def weighted_lloyd(
     X: np.ndarray,
     w: np.ndarray,
@@ -304,6 +376,10 @@ def weighted_lloyd(
     origin = np.average(X, axis=0, weights=w)
     X = np.ascontiguousarray(X - origin, dtype=np.float64)
     C = np.array(centres, dtype=np.float64) - origin
+    if len(X) <= COMPILED_ROWS:
+        C, n_iter, converged = _lloyd_compiled(X, w, C, int(max_iter), float(rtol))
+        cost = assign(X, w, C)[-1]
+        return LloydResult(C + origin, cost, int(n_iter), bool(converged))
     total = float(w @ (X * X).sum(axis=1))
     state = _Bounded(X, w, len(C))
     sums, wsum, _ = state.run(C, None)

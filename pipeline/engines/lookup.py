@@ -11,8 +11,23 @@ from pipeline.engines.keys import ValueCodec
 from pipeline.features import FeatureSpec
 from pipeline.labels import label_dtype, nearest_centre
 
-#: Key spaces up to this many bits get a dense lookup table (2^24 uint8 labels = 16 MiB).
+#: Key spaces up to this many bits may get a dense lookup table (2^24 uint8 labels = 16 MiB).
 DENSE_LUT_BITS = 24
+#: A dense table is built only for images of at least ``2^bits / DENSE_LUT_PIXEL_RATIO``
+#: pixels: smaller images use the sorted-key search, so that a batch of many small 8-bit RGB
+#: images does not hold a 16 MiB table per image (1,000 of them would hold 16 GiB).
+DENSE_LUT_PIXEL_RATIO = 16
+
+
+def use_dense_table(key_bits: int, n_pixels: int | None) -> bool:
+    """Whether a labeller over ``key_bits``-bit keys gets a dense table: always up to 16 bits
+    (64 KiB at most), up to :data:`DENSE_LUT_BITS` bits when the image has at least
+    ``2^key_bits / DENSE_LUT_PIXEL_RATIO`` pixels (unknown size: yes), never beyond."""
+    if key_bits <= 16:
+        return True
+    if key_bits > DENSE_LUT_BITS:
+        return False
+    return n_pixels is None or n_pixels * DENSE_LUT_PIXEL_RATIO >= (1 << key_bits)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -63,9 +78,12 @@ class LookupLabeller:
         Sorted distinct keys seen when fitting.
     labels : ndarray
         Label (1..k) of each key.
+    n_pixels : int or None
+        Pixels of the image (chooses the dense table or the search, :func:`use_dense_table`).
 
     Key spaces of up to :data:`DENSE_LUT_BITS` bits are looked up in a dense table indexed by
-    key, others by binary search in ``keys``. Pickles hold only ``keys`` and ``labels`` (the
+    key when the image is large enough (:func:`use_dense_table`), others by binary search in
+    ``keys``. Pickles hold only ``keys`` and ``labels`` (the
     dense table is rebuilt on unpickling), so a graph carries a few bytes per distinct value.
     Values not seen when fitting are labelled by nearest-centre search; pixels without data
     (:meth:`FeatureSpec.valid_mask`) get label 0.
@@ -78,14 +96,16 @@ class LookupLabeller:
         centres: np.ndarray,
         keys: np.ndarray,
         labels: np.ndarray,
+        n_pixels: int | None = None,
     ) -> None:
         self.spec = spec
+        self.n_pixels = n_pixels
         self.codec = codec
         self.centres = np.asarray(centres, dtype=np.float64)
         self.keys = np.asarray(keys)
         self.labels = np.asarray(labels, dtype=label_dtype(len(self.centres)))
         self.table: np.ndarray | None = None
-        if codec.key_bits <= DENSE_LUT_BITS:
+        if use_dense_table(codec.key_bits, n_pixels):
             self.table = np.zeros(1 << codec.key_bits, dtype=self.labels.dtype)
             self.table[self.keys.astype(np.intp)] = self.labels
 
@@ -93,14 +113,15 @@ class LookupLabeller:
     def build(
         cls, spec: FeatureSpec, codec: ValueCodec, centres: np.ndarray, keys: np.ndarray,
         index: np.ndarray,
+        n_pixels: int | None = None,
     ) -> LookupLabeller:
         """Labeller mapping sorted distinct ``keys`` to clusters ``index`` (0-based)."""
-        return cls(spec, codec, centres, keys, np.asarray(index) + 1)
+        return cls(spec, codec, centres, keys, np.asarray(index) + 1, n_pixels)
 
     def __getstate__(self) -> dict[str, Any]:
         return {
             "spec": self.spec, "codec": self.codec, "centres": self.centres,
-            "keys": self.keys, "labels": self.labels,
+            "keys": self.keys, "labels": self.labels, "n_pixels": self.n_pixels,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -16,8 +16,9 @@ from pipeline.engines.keys import ValueCodec, coarsen
 from pipeline.engines.lloyd import LloydResult, kmeans_plusplus, weighted_lloyd
 
 #: Restarts run on the finest binning with at most this many occupied bins.
-RESTART_ROWS = 4096
-#: Restarts per ``n_init`` (they are cheap on the coarse table).
+RESTART_ROWS = 1024
+#: Restarts per ``n_init`` at most (they are cheap on the coarse table); restarts stop early
+#: once ``n_init`` of them have reached the best objective found.
 RESTARTS_PER_INIT = 5
 #: Solutions carried to the next level: ``ROW_BUDGET // rows`` of it, between ``KEEP`` and
 #: ``KEEP_MAX`` (rankings on coarse levels are weak predictors, so small levels carry more).
@@ -45,6 +46,7 @@ class TableFit:
     n_iter : int
         Lloyd iterations of the winning solution on the exact table.
     n_restarts : int
+        Restarts run (at most ``RESTARTS_PER_INIT * n_init``; fewer when they stopped early).
     levels : list of dict
         For each level: channel bits (``None`` for exact), rows and Lloyd iterations.
     """
@@ -73,7 +75,8 @@ class Level:
         """The level with one bit less per channel."""
         bits = self.bits - 1
         keys = coarsen(self.keys, n_channels, self.bits, bits)
-        if n_channels * bits <= _DENSE_BITS:
+        # Dense bins only where the bin space is not much larger than the table.
+        if n_channels * bits <= _DENSE_BITS and (1 << (n_channels * bits)) <= 16 * len(keys):
             index = keys.astype(np.intp)
             size = 1 << (n_channels * bits)
             weights = np.bincount(index, weights=self.weights, minlength=size)
@@ -136,13 +139,26 @@ def restarts(
     n_restarts: int,
     random_state: int | None,
     max_iter: int = 300,
+    enough: int | None = None,
 ) -> list[LloydResult]:
-    """Weighted k-means++ followed by weighted Lloyd, ``n_restarts`` times."""
+    """Weighted k-means++ followed by weighted Lloyd, up to ``n_restarts`` times.
+
+    With ``enough``, restarts stop once ``enough`` of them have reached the best objective
+    found so far (within a relative 1e-9): further restarts would mostly find it again.
+    """
     rng = np.random.default_rng(random_state)
-    out = []
+    out: list[LloydResult] = []
+    best, hits = np.inf, 0
     for seed in rng.integers(0, 2**31 - 1, size=n_restarts):
         init = kmeans_plusplus(X, w, k, int(seed))
-        out.append(weighted_lloyd(X, w, init, max_iter=max_iter, rtol=RTOL))
+        result = weighted_lloyd(X, w, init, max_iter=max_iter, rtol=RTOL)
+        out.append(result)
+        if result.cost < best * (1 - 1e-9):
+            best, hits = result.cost, 1
+        elif result.cost <= best * (1 + 1e-9):
+            hits += 1
+        if enough and hits >= enough:
+            break
     return out
 
 
@@ -164,7 +180,8 @@ def fit_table(
     levels = binned_levels(F, w, keys, codec, k)
     tables = [(lv.bits, lv.means, lv.weights) for lv in levels] + [(None, F, w)]
     bits, X, Xw = tables[0]
-    results = restarts(X, Xw, k, n_restarts, random_state, max_iter)
+    results = restarts(X, Xw, k, n_restarts, random_state, max_iter, enough=n_init)
+    n_restarts = len(results)
     record = [_level(bits, X, results)]
     for bits, X, Xw in tables[1:]:
         keep = min(KEEP_MAX, max(KEEP, ROW_BUDGET // len(X)))

@@ -10,8 +10,8 @@ slice and in this order:
 2. ``PALETTE COLOR`` indices become RGB (RGBA with an alpha LUT) through the palette LUT
    (:func:`pydicom.pixels.apply_color_lut`), with the LUT's 8- or 16-bit entries.
 3. The modality rescale ``v * RescaleSlope + RescaleIntercept`` (e.g. CT Hounsfield units):
-   ``int16`` when slope and intercept are integers and map the stored range into ``int16``,
-   else ``float32``.
+   ``int16`` (or ``int32`` when the rescaled stored range needs it) when slope and intercept are
+   integers, so values stay exact; else ``float32``.
 4. Pixel padding: ``PixelPaddingValue``, or the closed range from it to
    ``PixelPaddingRangeLimit``, is given in stored values (PS3.3 C.7.5.1.1.2); it is mapped
    through steps 1 and 3 into the values as read and reported as
@@ -309,15 +309,22 @@ def _as_read(value: float, dtype: np.dtype) -> float:
 def _rescaled_dtype(
     ds: Dataset, raw: np.dtype, slopes: list[float], intercepts: list[float]
 ) -> np.dtype:
-    """int16 when integer slopes and intercepts map the stored range into int16, else float32."""
+    """The narrowest of int16 and int32 that holds the rescaled stored range when slopes and
+    intercepts are integers (so values stay exact and the exact engine applies), else float32.
+
+    A signed 16-bit CT with intercept -1024 reaches 31743 HU at most and stays int16; an
+    unsigned 16-bit one reaches 64511 and becomes int32.
+    """
     if raw.kind == "f":
         return np.dtype(np.float32)
     lo, hi = _stored_range(ds, raw)
-    info = np.iinfo(np.int16)
+    ends = []
     for slope, intercept in zip(slopes, intercepts, strict=True):
         if not (slope.is_integer() and intercept.is_integer()):
             return np.dtype(np.float32)
-        ends = (lo * slope + intercept, hi * slope + intercept)
-        if min(ends) < info.min or max(ends) > info.max:
-            return np.dtype(np.float32)
-    return np.dtype(np.int16)
+        ends += [lo * slope + intercept, hi * slope + intercept]
+    for dtype in (np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if min(ends) >= info.min and max(ends) <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.float64)

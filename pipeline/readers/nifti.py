@@ -284,12 +284,15 @@ def _map_axes(
 
 
 def _scaled_dtype(raw: np.dtype, slope: float, inter: float) -> np.dtype:
-    """int16 for integer scaling that keeps the stored range in int16; else a float."""
+    """int16, else int32, for integer scaling of integers that keeps the stored range in it
+    (values stay exact); else a float."""
     if raw.kind in "iu" and raw.itemsize <= 2 and slope.is_integer() and inter.is_integer():
-        info, out = np.iinfo(raw), np.iinfo(np.int16)
+        info = np.iinfo(raw)
         ends = (info.min * slope + inter, info.max * slope + inter)
-        if min(ends) >= out.min and max(ends) <= out.max:
-            return np.dtype(np.int16)
+        for dtype in (np.int16, np.int32):
+            out = np.iinfo(dtype)
+            if min(ends) >= out.min and max(ends) <= out.max:
+                return np.dtype(dtype)
     wide = raw.itemsize > 4 or (raw.kind in "iu" and raw.itemsize == 4)
     return np.dtype(np.float64 if wide else np.float32)
 

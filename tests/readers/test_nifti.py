@@ -112,13 +112,13 @@ def test_corrupt_header(tmp_path: Path) -> None:
 
 
 def test_ct_intercept_gives_exact_hounsfield(tmp_path: Path, rng: np.random.Generator) -> None:
-    # uint16 - 1024 does not fit int16: float32, which holds these integers exactly
+    # uint16 - 1024 does not fit int16: int32, exact, so the exact engine applies
     data = rng.integers(0, 4096, size=(30, 40, 3), dtype=np.uint16)
     path = _save(data, tmp_path / "ct.nii.gz", slope=1, inter=-1024)
     source = open_image(str(path))
-    assert source.dtype == np.float32
+    assert source.dtype == np.int32
     assert source.metadata["scl_inter"] == -1024
-    assert_reads(source, _zyx(data.astype(np.int32) - 1024).astype(np.float32))
+    assert_reads(source, _zyx(data.astype(np.int32) - 1024))
 
 
 def test_fractional_slope_values_as_the_header_says(tmp_path: Path,

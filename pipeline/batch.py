@@ -1,0 +1,819 @@
+"""Executing a plan: inputs streamed through in bounded windows, resumable, with progress.
+
+Memory does not grow with the number of inputs. The inputs are taken in *windows* of at most
+``batch_inputs`` inputs (a config key, default 32) and :data:`WINDOW_PIXELS` pixels (an input
+larger than that is a window of its own); only the inputs of one window are open at a time
+(metadata, graphs, fitted tables), and each stage runs as one Dask compute over the whole
+window, so on a cluster the inputs of a window run side by side on the workers. Per window:
+
+1. open: each input's metadata; its feature spec (no-data rules and, later, its mask) and the
+   parameters of its fit (``k``) are decided in :func:`_prepare`;
+2. data ranges of floating-point and wider-than-16-bit integer inputs (one compute, if any);
+3. engine summaries (one compute); fits (side by side in threads); classes renumbered by the
+   ``label_order`` rule (:mod:`pipeline.order`), after an extra counting pass for ``size`` when
+   the engine has no exact counts;
+4. labels, recoloured pyramid, label pyramid and per-cluster statistics (one compute);
+5. each input's metadata, its ``status`` set to ``complete`` last.
+
+Resuming (grouped outputs): the store's root metadata holds the job's fingerprint (every config
+key that changes the output) and ``status: incomplete`` until the batch ends. A rerun of the same
+job over an unfinished (or partial) store keeps the groups whose own metadata says ``complete``,
+removes the others (they may hold half-written chunks) and does only the rest. A rerun with a
+different config is refused unless ``overwrite`` is set (which starts over).
+
+Errors: with ``on_error: stop`` (the default) the first failing input stops the job; with
+``continue`` it is reported in one line on stderr and recorded in the root metadata
+(``failed``), the batch goes on, and the root ends with ``status: partial``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from pipeline import __version__, warn
+from pipeline.blocks import spatial_block_keys
+from pipeline.chunking import (
+    CLUSTER_CHUNK_BYTES,
+    choose_chunks,
+    chunk_bytes_for_memory,
+    local_memory_bytes,
+    parallel_chunk_bytes,
+)
+from pipeline.config import JobConfig
+from pipeline.engines import FitParams, FitResult, TooFewValues, select_engine
+from pipeline.errors import ConfigError, InputError, OutputError
+from pipeline.execution import Executor, uses_cluster
+from pipeline.features import FeatureSpec, make_feature_spec, needs_data_range
+from pipeline.io.colours import label_rgb
+from pipeline.io.ngff import (
+    SpatialMeta,
+    label_colours,
+    omero_for,
+    write_image_pyramid,
+    write_label_pyramid,
+)
+from pipeline.io.pyramid import n_levels
+from pipeline.labels import NearestCentreLabeller, cluster_stats, label_image, palette, recolour
+from pipeline.measure import channel_labels, class_measurements, class_value_stats
+from pipeline.order import class_order, reorder_fit
+from pipeline.plan import BatchResults, FailedInput, InputJob, Plan, SegmentationResult
+from pipeline.readers import ImageSource
+
+log = logging.getLogger("kmseg")
+
+#: Most pixels of the inputs open at once (one window); a larger input is a window of its own.
+WINDOW_PIXELS = 1 << 25
+
+#: Config keys that do not change what is written (where and how the job runs, messages).
+RUN_KEYS = frozenset({
+    "quiet", "overwrite", "scheduler", "scheduler_file", "cluster", "n_workers",
+    "local_scheduler", "tls_ca_file", "tls_cert", "tls_key", "connect_timeout",
+    "performance_report", "on_error", "output", "batch_inputs",
+})
+
+#: Exit status of the CLI when some inputs of a batch failed (``on_error: continue``).
+EXIT_SOME_FAILED = 3
+
+
+@dataclass
+class Working:
+    """One input while its window runs (execution state, never stored on the plan)."""
+
+    job: InputJob
+    source: ImageSource | None = None
+    image: da.Array | None = None
+    spec: FeatureSpec | None = None
+    params: FitParams | None = None
+    engine: Any = None
+    fit: FitResult | None = None
+    order: list[int] | None = None
+    #: The input's mask (``mask`` key); ``image`` and ``spec`` then carry it as no data.
+    mask: Any = None
+    #: ``(image, spec)`` without the mask: what is recoloured and measured.
+    unmasked: tuple[da.Array, FeatureSpec] | None = None
+    #: The curve and the choice of ``k: auto``.
+    k_auto: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def pixels(self) -> int:
+        return math.prod(self.source.spatial_shape) if self.source is not None else 0
+
+
+def job_fingerprint(config: JobConfig) -> str:
+    """Hash of every config key that changes the output (not where or how it runs)."""
+    keys = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_KEYS}
+    text = json.dumps(keys, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_batch(plan: Plan, executor: Executor, model: Any = None) -> BatchResults:
+    """Execute ``plan`` (see the module docstring); return the results of finished inputs.
+
+    The output's lock is held from start to end (:class:`pipeline.lock.OutputLock`), and
+    write failures (full disk, read-only) become one-line errors
+    (:func:`pipeline.outputs.writing`).
+    """
+    from pipeline.lock import OutputLock
+    from pipeline.outputs import writing
+
+    with OutputLock(plan.config.output), writing(plan.config.output):
+        return _run(plan, executor, model)
+
+
+def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
+    config = plan.config
+    started = time.perf_counter()
+    resume = _resumable(plan)
+    done = _finished(plan) if resume else set()
+    root = _LazyRoot(plan, resume)
+    todo = [job for job in plan.jobs if job.name not in done]
+    quiet = config.quiet
+    if done:  # a warning, shown even with quiet: the run does less than the command says
+        log.warning("%d of %d done, resuming", len(done), len(plan.jobs))
+    inner = Executor(executor.client, progress=False) if plan.grouped else executor
+    bar = _progress(len(plan.jobs), len(done), quiet or not plan.grouped)
+    results: dict[str, SegmentationResult] = {}
+    failed: list[FailedInput] = []
+    pixels_done = 0
+    try:
+        for window in _windows(todo, config):
+            _run_window(plan, inner, root, window, model, failed, results)
+            pixels_done += sum(w.pixels for w in window if w.error is None)
+            if bar is not None:
+                bar.update(len(window))
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix_str(f"{pixels_done / elapsed / 1e6:.2f} Mpx/s")
+    finally:
+        if bar is not None:
+            bar.close()
+    if plan.grouped:
+        finished = [job.name for job in plan.jobs if job.name in done or job.name in results]
+        root.get().attrs["kmseg"] = {
+            **_root_attrs(plan, "partial" if failed else "complete"),
+            "outputs": finished,
+            "failed": [
+                {"input": f.name, "path": f.path, "error": f.error} for f in failed
+            ],
+            "config": config.to_dict(),
+        }
+    ordered = [results[job.name] for job in plan.jobs if job.name in results]
+    return BatchResults(ordered, failed, resumed=len(done))
+
+
+def _progress(total: int, initial: int, off: bool):
+    if off:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="image", desc="kmseg", file=sys.stderr,
+                mininterval=0.5, dynamic_ncols=True)
+
+
+# -- the output store ---------------------------------------------------------------------
+
+
+def _root_attrs(plan: Plan, status: str) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "status": status,
+        "layout": "groups",
+        "fingerprint": job_fingerprint(plan.config),
+        "n_inputs": len(plan.jobs),
+        # every group the batch may write (pipeline.outputs treats others as foreign)
+        "outputs": [job.name for job in plan.jobs],
+    }
+
+
+def check_same_job(path: str, config: JobConfig) -> None:
+    """Refuse to resume the unfinished batch at ``path`` with another job configuration.
+
+    Raises
+    ------
+    OutputError
+        When the batch's fingerprint (:func:`job_fingerprint`) differs from ``config``'s.
+    """
+    import zarr
+
+    before = zarr.open_group(path, mode="r", zarr_format=3).attrs.get("kmseg", {})
+    if not isinstance(before, dict) or before.get("layout") != "groups":
+        return
+    if before.get("fingerprint") != job_fingerprint(config):
+        raise OutputError(
+            f"{path}: holds an unfinished batch of a different job configuration; rerun it "
+            "with the same settings to resume, or pass --overwrite to start over"
+        )
+
+
+def _resumable(plan: Plan) -> bool:
+    """True when the output is an unfinished (or partial) batch of this job to resume."""
+    import zarr
+
+    from pipeline.outputs import output_status
+
+    config = plan.config
+    if not plan.grouped or config.overwrite:
+        return False
+    if output_status(config.output) not in ("incomplete", "partial"):
+        return False
+    before = zarr.open_group(config.output, mode="r", zarr_format=3).attrs.get("kmseg", {})
+    if not (isinstance(before, dict) and before.get("layout") == "groups"):
+        return False
+    check_same_job(config.output, config)
+    return True
+
+
+def _finished(plan: Plan) -> set[str]:
+    """Inputs an earlier run of this batch finished (their group says complete); reads only."""
+    import zarr
+
+    root = zarr.open_group(plan.config.output, mode="r", zarr_format=3)
+    names = {job.name for job in plan.jobs}
+    done = set()
+    for name, group in root.groups():
+        meta = group.attrs.get("kmseg", {})
+        if name in names and isinstance(meta, dict) and meta.get("status") == "complete":
+            done.add(name)
+    return done
+
+
+class _LazyRoot:
+    """The output's root group, created (or reopened to resume) when first needed, so that a
+    job that fails before writing anything leaves no output behind."""
+
+    def __init__(self, plan: Plan, resume: bool) -> None:
+        self.plan = plan
+        self.resume = resume
+        self.root: Any = None
+
+    @property
+    def opened(self) -> bool:
+        return self.root is not None
+
+    def get(self) -> Any:
+        if self.root is None:
+            self.root = self._open()
+        return self.root
+
+    def _open(self) -> Any:
+        import zarr
+
+        from pipeline.outputs import create_root
+
+        plan = self.plan
+        path = plan.config.output
+        if not plan.grouped:
+            return create_root(path, plan.config.overwrite)
+        if self.resume:
+            root = zarr.open_group(path, mode="r+", zarr_format=3)
+            for name, group in list(root.groups()):
+                meta = group.attrs.get("kmseg", {})
+                if not (isinstance(meta, dict) and meta.get("status") == "complete"):
+                    del root[name]  # half written by the interrupted run
+        else:
+            root = create_root(path, plan.config.overwrite)
+        root.attrs["kmseg"] = _root_attrs(plan, "incomplete")
+        return root
+
+
+# -- windows ------------------------------------------------------------------------------
+
+
+def _windows(jobs: list[InputJob], config: JobConfig) -> Iterator[list[Working]]:
+    """Consecutive windows of opened inputs, bounded by count and pixels (module docstring).
+
+    An input that cannot be opened still takes its place (with its error) so that it is
+    reported in order.
+    """
+    window: list[Working] = []
+    pixels = 0
+    for job in jobs:
+        working = Working(job)
+        try:
+            with _naming(job):
+                working.source = job.open(config)
+        except (InputError, OSError, ValueError) as exc:
+            if config.on_error != "continue" or isinstance(exc, OutputError):
+                raise
+            working.error = _one_line(exc)
+        full = len(window) >= config.batch_inputs or pixels + working.pixels > WINDOW_PIXELS
+        if window and full:
+            yield window
+            window, pixels = [], 0
+        window.append(working)
+        pixels += working.pixels
+    if window:
+        yield window
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, InputError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _naming(job: InputJob) -> Iterator[None]:
+    """Re-raise errors of engines and feature specs, which know no path, naming the input."""
+    try:
+        yield
+    except (TooFewValues, ConfigError) as exc:
+        raise InputError(job.path, str(exc)) from None
+
+
+def _live(window: list[Working]) -> list[Working]:
+    return [w for w in window if w.error is None]
+
+
+def _each(window: list[Working], config: JobConfig, step) -> None:
+    """Run ``step(working)`` for each live input, isolating failures with ``continue``."""
+    for w in _live(window):
+        try:
+            with _naming(w.job):
+                step(w)
+        except OutputError:
+            raise
+        except Exception as exc:
+            if config.on_error != "continue":
+                raise
+            w.error = _one_line(exc)
+
+
+def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, Any]],
+             label: str) -> list[tuple[Working, Any]]:
+    """Compute the lazy values of ``items`` in one graph; with ``continue``, a failing graph is
+    computed input by input so that only the inputs that fail are dropped."""
+    if not items:
+        return []
+    try:
+        values = executor.compute(*[lazy for _, lazy in items], label=label)
+        return list(zip([w for w, _ in items], values, strict=True))
+    except OutputError:
+        raise
+    except Exception:
+        if config.on_error != "continue":
+            raise
+    out = []
+    for w, lazy in items:
+        try:
+            with _naming(w.job):
+                (value,) = executor.compute(lazy, label=label)
+            out.append((w, value))
+        except OutputError:
+            raise
+        except Exception as exc:
+            w.error = _one_line(exc)
+    return out
+
+
+def _report_failures(window: list[Working], failed: list[FailedInput], config: JobConfig,
+                     root: Any) -> None:
+    for w in window:
+        if w.error is None or any(f.name == w.job.name for f in failed):
+            continue
+        failed.append(FailedInput(w.job.name, w.job.path, w.error))
+        message = w.error if w.job.path in w.error else f"{w.job.path}: {w.error}"
+        log.error("%s (skipped; on_error: continue)", message)
+        if w.job.group is not None and root.opened and w.job.group in root.get():
+            del root.get()[w.job.group]
+
+
+# -- the stages of one window -------------------------------------------------------------
+
+
+def _run_window(plan: Plan, executor: Executor, root: Any, window: list[Working], model: Any,
+                failed: list[FailedInput], results: dict[str, SegmentationResult]) -> None:
+    config = plan.config
+    warnings_from = len(warn.recorded())
+    _each(window, config, lambda w: _prepare(w, config, model, executor))
+    _data_ranges(window, config, executor, model)
+    if model is None:
+        _fit(window, config, executor)
+    else:
+        _each(window, config, lambda w: _apply_model(w, model))
+    _order(window, config, executor, model)
+    _write(plan, window, executor, root, results, warnings_from)
+    _report_failures(window, failed, config, root)
+
+
+def _params(config: JobConfig) -> FitParams:
+    # With k: auto the summaries are made for k_max (no engine's summary depends on k) and
+    # each input's k is chosen in _fit.
+    return FitParams(
+        k=config.k_max if config.k == "auto" else config.k,
+        random_state=config.random_state,
+        sample=config.sample,
+        max_iter=config.max_iter,
+        tol=config.tol,
+        n_init=config.n_init,
+    )
+
+
+def chunk_target(config: JobConfig) -> int:
+    """Bytes per chunk of an input (``chunk_mb``, or from the memory per worker)."""
+    workers = config.n_workers or os.cpu_count() or 1
+    if config.chunk_mb:
+        return int(config.chunk_mb * 2**20)
+    if uses_cluster(config):
+        # The plan is made before connecting, and workers' memory is not this machine's.
+        return CLUSTER_CHUNK_BYTES
+    return chunk_bytes_for_memory(local_memory_bytes(), workers)
+
+
+def open_image(source: ImageSource, config: JobConfig) -> da.Array:
+    """The input as a Dask array chunked for the job (``chunks`` or from ``chunk_mb``)."""
+    workers = config.n_workers or os.cpu_count() or 1
+    native = source.native_chunks[: source.spatial_ndim] if source.native_chunks else None
+    image_bytes = math.prod(source.shape) * source.dtype.itemsize
+    target = chunk_target(config)
+    if not config.chunk_mb:
+        target = parallel_chunk_bytes(target, image_bytes, workers)
+    chunks = (
+        tuple(config.chunks)
+        if config.chunks
+        else choose_chunks(
+            source.spatial_shape, source.dtype.itemsize, source.n_channels, target, native
+        )
+    )
+    if len(chunks) != source.spatial_ndim:
+        raise InputError(
+            source.path,
+            f"chunks {list(chunks)} do not match its {source.spatial_ndim} spatial axes",
+        )
+    return source.to_dask(chunks)
+
+
+def feature_spec(source: ImageSource, config: JobConfig, model: Any = None) -> FeatureSpec:
+    """The input's feature spec (placeholder range for inputs whose range is computed).
+
+    With a model, the feature space and its scaling are the model's, not the image's.
+    """
+    if model is not None:
+        model.check_fits(source.path, source.dtype, source.n_channels, source.has_alpha)
+    spec = make_feature_spec(
+        source.dtype,
+        source.n_channels,
+        source.spatial_shape,
+        has_alpha=source.has_alpha,
+        data_range=(0, 1) if needs_data_range(source.dtype) else None,
+        colour_space=(model.colour_space if model else config.colour_space),  # type: ignore[arg-type]
+        spatial_weight=(model.spatial_weight if model else config.spatial_weight),
+        alpha=config.alpha,  # type: ignore[arg-type]
+        no_data=source.no_data,
+        valid_range=tuple(config.valid_range) if config.valid_range else None,
+    )
+    if model is not None:
+        if tuple(spec.channels) != tuple(model.channels):
+            raise InputError(source.path, "the model does not fit this image: its feature "
+                             f"channels are {list(spec.channels)}, the model's "
+                             f"{list(model.channels)}")
+        spec = spec.with_range(model.low, model.high)
+    return spec
+
+
+def _prepare(w: Working, config: JobConfig, model: Any, executor: Executor) -> None:
+    """Decide everything about one input before its pixels are read: its Dask array, its
+    feature spec (the no-data rules, the mask) and its fit parameters (k).
+
+    A mask becomes a trailing no-data channel of the image (:func:`pipeline.mask.apply_mask`);
+    ``mask: auto`` reads a small copy of the image (one compute).
+    """
+    assert w.source is not None
+    w.image = open_image(w.source, config)
+    w.spec = feature_spec(w.source, config, model)
+    w.params = _params(config)
+    if config.mask:
+        from pipeline.mask import apply_mask, open_mask
+
+        w.mask = open_mask(
+            config.mask, w.source, w.image, config.read_options(),
+            lambda *lazy: executor.compute(*lazy, label="finding the mask"),
+        )
+        w.unmasked = (w.image, w.spec)
+        w.image, w.spec = apply_mask(w.image, w.spec, w.mask)
+
+
+def _data_ranges(window: list[Working], config: JobConfig, executor: Executor,
+                 model: Any) -> None:
+    """Data ranges (floats, integers wider than 16 bits) of the window in one compute."""
+    if model is not None:
+        return
+    ranged = [w for w in _live(window) if needs_data_range(w.source.dtype)]
+    t0 = time.perf_counter()
+    found = _compute(executor, config, [(w, data_range(w.image, w.spec)) for w in ranged],
+                     "finding data ranges")
+    for w, value in found:
+        if value is None:
+            rules = "; ".join(w.spec.no_data_rules) or "no pixels"
+            w.error = f"{w.job.path}: no pixel has data (no data: {rules})"
+            if config.on_error != "continue":
+                raise InputError(w.job.path, f"no pixel has data (no data: {rules})")
+            continue
+        w.spec = w.spec.with_range(*value)
+        if w.unmasked is not None:
+            w.unmasked = (w.unmasked[0], w.unmasked[1].with_range(*value))
+        w.timings["range_s"] = time.perf_counter() - t0
+
+
+def _fit(window: list[Working], config: JobConfig, executor: Executor) -> None:
+    def choose(w: Working) -> None:
+        w.engine = select_engine(config.engine, w.image, w.spec, w.params)
+
+    _each(window, config, choose)
+    t0 = time.perf_counter()
+    lazy = [(w, w.engine.summarise(w.image, w.spec, w.params)) for w in _live(window)]
+    summaries = dict(
+        (id(w), v) for w, v in lazy if v is None
+    )
+    summaries.update(
+        (id(w), v) for w, v in _compute(
+            executor, config, [(w, v) for w, v in lazy if v is not None], "summarising"
+        )
+    )
+    summary_s = time.perf_counter() - t0
+    live = [w for w in _live(window) if id(w) in summaries]
+    if not _is_batch(window):
+        described = ", ".join(f"{w.job.name} ({w.engine.name})" for w in live)
+        log.info("fitting k=%s: %s", config.k, described)
+
+    def fit_one(w: Working) -> None:
+        t1 = time.perf_counter()
+        if config.k == "auto":
+            from pipeline.engines.krange import choose_k_auto
+
+            k, w.k_auto = choose_k_auto(
+                w.engine, summaries[id(w)], w.image, w.spec, w.params, config.k_min,
+                config.k_max, lambda *lazy: executor.compute(*lazy, label="fitting the k curve"),
+            )
+            w.params = dataclasses.replace(w.params, k=k)
+        w.fit = w.engine.fit(summaries[id(w)], w.image, w.spec, w.params)
+        w.timings.update(summary_s=summary_s, fit_s=time.perf_counter() - t1)
+
+    if len(live) == 1:
+        _each(live, config, fit_one)
+        return
+    with ThreadPoolExecutor(max_workers=min(len(live), os.cpu_count() or 1)) as pool:
+        errors = list(pool.map(lambda w: _catch(w, config, fit_one), live))
+    for error in errors:
+        if error is not None:
+            raise error
+
+
+def _catch(w: Working, config: JobConfig, step) -> BaseException | None:
+    """``step(w)`` in a thread: the error to raise in the caller (``stop``), or None."""
+    try:
+        with _naming(w.job):
+            step(w)
+    except Exception as exc:
+        if config.on_error != "continue" or isinstance(exc, OutputError):
+            return exc
+        w.error = _one_line(exc)
+    return None
+
+
+def _is_batch(window: list[Working]) -> bool:
+    return any(w.job.group is not None for w in window)
+
+
+def model_fit(model: Any) -> FitResult:
+    """A fit result that applies ``model``'s centres (no fit; labels by nearest centre)."""
+    return FitResult(
+        centres=np.asarray(model.centres_features, dtype=np.float64),
+        engine="model",
+        info={"model": {"engine": model.engine, "label_order": model.label_order,
+                        "provenance": model.provenance}},
+    )
+
+
+def _apply_model(w: Working, model: Any) -> None:
+    w.fit = model_fit(model)
+
+
+def _order(window: list[Working], config: JobConfig, executor: Executor, model: Any) -> None:
+    """Renumber each fit's classes by ``label_order`` (a model's classes are already ordered)."""
+    if model is not None:
+        return
+    rule = config.label_order
+    live = [w for w in _live(window) if w.fit is not None]
+    if rule == "size":
+        counting = [
+            (w, cluster_stats(w.image, label_image(w.image, w.spec, _labeller(w), len(
+                w.fit.centres)), w.spec, w.fit.centres))
+            for w in live if w.fit.stats is None
+        ]
+        for w, stats in _compute(executor, config, counting, "counting pixels per class"):
+            w.fit = dataclasses.replace(w.fit, stats=stats)
+    for w in _live(window):
+        if w.fit is None:
+            continue
+        counts = None if w.fit.stats is None else w.fit.stats[0, 1:]
+        order = class_order(w.fit.centres, rule, colour_space=w.spec.colour_space,
+                            n_value_features=w.spec.n_value_features, counts=counts)
+        w.order = [int(i) for i in order]
+        w.fit = reorder_fit(w.fit, order)
+
+
+def _labeller(w: Working) -> Any:
+    return w.fit.labeller or NearestCentreLabeller(w.spec, w.fit.centres)
+
+
+def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _LazyRoot,
+           results: dict[str, SegmentationResult], warnings_from: int) -> None:
+    config = plan.config
+    t0 = time.perf_counter()
+    tasks: dict[int, list[Any]] = {}
+    stats: dict[int, Any] = {}
+    measured: dict[int, Any] = {}
+
+    def build(w: Working) -> None:
+        root = lazy_root.get()
+        if w.job.group is None:
+            group = root
+            group.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
+        else:
+            # A group without "status": "complete" is unfinished (see _open_root).
+            group = root.create_group(w.job.group, overwrite=True)
+        centres = w.fit.centres
+        labels = label_image(w.image, w.spec, _labeller(w), len(centres))
+        table = palette(w.spec, centres, w.source.dtype, w.fit.values)
+        # Recoloured and measured without the mask channel: outside the mask is the palette's
+        # no-data row (label 0), an input alpha passes through.
+        plain, plain_spec = w.unmasked if w.unmasked is not None else (w.image, w.spec)
+        recoloured = recolour(labels, plain, w.spec, table)
+        spatial = SpatialMeta(
+            axes=w.source.axes.replace("c", ""), spacing=w.source.spacing, unit=w.source.unit
+        )
+        levels = n_levels(w.source.spatial_shape, config.pyramid_levels)
+        own = write_image_pyramid(group, recoloured, spatial, levels, name=w.job.name,
+                                  channel_first=True,
+                                  omero=omero_for(w.source, plain_spec, centres))
+        own += write_label_pyramid(group, labels, spatial, levels,
+                                   label_colours(_display_rgb(w.spec, centres)))
+        if w.mask is not None:
+            from pipeline.mask import mask_count, write_mask_pyramid
+
+            own += write_mask_pyramid(group, w.mask, spatial, levels)
+            if w.mask.fraction is None:
+                own.append(mask_count(w.mask))
+        tasks[id(w)] = own
+        measured[id(w)] = class_value_stats(plain, labels, plain_spec.channels, len(centres))
+        stats[id(w)] = (w.fit.stats if w.fit.stats is not None
+                        else cluster_stats(w.image, labels, w.spec, centres))
+
+    _each([w for w in window if w.fit is not None], config, build)
+    live = [w for w in _live(window) if id(w) in tasks]
+    lazy = [(w, (stats[id(w)], measured[id(w)], *tasks[id(w)])) for w in live]
+    computed = _compute(executor, config, [(w, dask.delayed(list)(list(v))) for w, v in lazy],
+                        "labelling and writing")
+    write_s = time.perf_counter() - t0
+    lines = warn.recorded()[warnings_from:]
+    paths = [w.job.path for w in window]
+    for w, value in computed:
+        stat, values = value[0], value[1]
+        w.timings["label_write_s"] = write_s
+        w.timings["total_s"] = time.perf_counter() - w.started
+        inside = int(value[-1]) if w.mask is not None and w.mask.fraction is None else None
+        result = _result(config, w, np.asarray(stat), np.asarray(values),
+                         warn.for_input(lines, w.job.path, paths), inside)
+        root = lazy_root.get()
+        group = root if w.job.group is None else root[w.job.group]
+        group.attrs["kmseg"] = result.metadata
+        results[w.job.name] = result
+
+
+def data_range(image: da.Array, spec: FeatureSpec, split_every: int = 16):
+    """Lazy ``(min, max)`` of the feature values of the pixels with data (``None``: none),
+    exact Python ints for integers."""
+    spatial_ndim = len(spec.spatial_shape)
+    block = dask.delayed(_block_range, pure=True)
+    merge = dask.delayed(merge_ranges, pure=True)
+    parts = [block(b, spec) for b in spatial_block_keys(image, spatial_ndim)]
+    while len(parts) > 1:
+        parts = [merge(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
+    return parts[0]
+
+
+def _block_range(block: np.ndarray, spec: FeatureSpec) -> tuple[float, float] | None:
+    return spec.value_range(block)
+
+
+def merge_ranges(*ranges: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The smallest range holding every given range (``None``: none given)."""
+    found = [r for r in ranges if r is not None]
+    if not found:
+        return None
+    return min(r[0] for r in found), max(r[1] for r in found)
+
+
+def _display_rgb(spec: FeatureSpec, centres: np.ndarray) -> np.ndarray:
+    """Centre colours in [0, 1] for display, ``(k, 3)``; ``(k, 0)`` when the features are not
+    a colour (one channel, or a number of channels other than RGB / RGBA)."""
+    if spec.colour_space == "lab":
+        return np.clip(spec.to_input_units(centres) - spec.low, 0, None) / spec.scale
+    n = spec.n_value_features
+    if n == 3 or (n == 4 and spec.alpha is None and spec.channels == (0, 1, 2, 3)):
+        return np.clip(centres[:, :3], 0, 1)
+    return np.empty((len(centres), 0))
+
+
+def _result(config: JobConfig, w: Working, stat: np.ndarray, values: np.ndarray,
+            warnings: list[str], inside: int | None = None) -> SegmentationResult:
+    fit = w.fit
+    spec = w.spec
+    plain = w.unmasked[1] if w.unmasked is not None else spec
+    rules = list(plain.no_data_rules) + (["outside the mask"] if w.mask is not None else [])
+    counts = stat[0, 1:].astype(np.int64)
+    inertia = float(stat[1, 1:].sum())
+    n_valid = int(counts.sum())
+    mse = inertia / n_valid if n_valid else float("nan")
+    centres_input = spec.to_input_units(fit.centres)
+    metadata = {
+        "version": __version__,
+        "status": "complete",
+        "k": len(fit.centres),
+        "engine": fit.engine,
+        "optimal": bool(fit.optimal),
+        "n_iter": fit.n_iter,
+        "random_state": config.random_state,
+        "label_order": "model" if fit.engine == "model" else config.label_order,
+        "mse": mse,
+        "inertia": inertia,
+        "pixels_per_cluster": counts.tolist(),
+        "pixels_without_data": int(stat[0, 0]),
+        "no_data_rules": rules,
+        "centres": centres_input.tolist(),
+        "centre_values": palette(spec, fit.centres, w.source.dtype, fit.values)[1:].tolist(),
+        "label_colours": label_rgb(_display_rgb(spec, fit.centres))[1],
+        "centres_features": fit.centres.tolist(),
+        "classes": class_measurements(
+            values,
+            centres_input,
+            w.source.spacing,
+            w.source.unit,
+            channel_labels(plain.channels, w.source.channel_names),
+        ),
+        "features": {
+            "colour_space": spec.colour_space,
+            "spatial_weight": spec.spatial_weight,
+            "channels": list(plain.channels),
+            "scaled_from": [spec.low, spec.high],
+        },
+        "engine_info": fit.info,
+        "input": w.source.describe(),
+        "chunks": [list(c[:1]) for c in w.image.chunks],
+        "timings": {k: round(v, 4) for k, v in w.timings.items()},
+        "config": config.to_dict(),
+        "warnings": warnings,
+    }
+    if w.mask is not None:
+        fraction = None if inside is None else inside / math.prod(w.source.spatial_shape)
+        metadata["mask"] = w.mask.metadata(fraction)
+    if w.k_auto is not None:
+        metadata["k_auto"] = w.k_auto
+    return SegmentationResult(
+        name=w.job.name,
+        output=w.job.output,
+        k=len(fit.centres),
+        engine=fit.engine,
+        centres=centres_input,
+        centres_features=fit.centres,
+        mse=mse,
+        inertia=inertia,
+        counts=counts,
+        no_data=int(stat[0, 0]),
+        metadata=jsonable(metadata),
+    )
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays as Python values, non-finite floats as None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

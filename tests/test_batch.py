@@ -1,0 +1,360 @@
+"""Batches of many images: layout decided once, resume after SIGKILL, on_error, label order,
+one model for many images, memory independent of the number of inputs.
+
+Every batch here runs in a real ``python -m pipeline`` process (the CLI) unless it tests the
+Python API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+import pipeline
+from pipeline.cli import main
+from pipeline.config import build_config
+from pipeline.plan import build_plan
+
+#: Four colours of distinct luminance, darkest first (Rec. 709 luma).
+COLOURS = np.array([[10, 20, 30], [200, 40, 40], [40, 200, 60], [250, 240, 230]], np.uint8)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def patch_image(seed: int, size: int = 24, colours: np.ndarray = COLOURS) -> np.ndarray:
+    """A ``size`` x ``size`` RGB image of the given colours in random blocks, with every colour
+    present; returns the image and the index of each pixel's colour."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(colours), size=(size // 4, size // 4)).repeat(4, 0).repeat(4, 1)
+    index.flat[: len(colours)] = np.arange(len(colours))
+    return colours[index], index
+
+
+def write_pngs(folder: Path, n: int, size: int = 24, noise: bool = False) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        image, _ = patch_image(i, size)
+        if noise:
+            rng = np.random.default_rng(i)
+            image = np.clip(image.astype(int) + rng.integers(-3, 4, image.shape), 0, 255)
+        path = folder / f"img{i:03d}.png"
+        Image.fromarray(image.astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def kmseg(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True,
+                          text=True, env=environ, timeout=600, **kwargs)
+
+
+def group_status(root: Path, name: str) -> str | None:
+    try:
+        meta = json.loads((root / name / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("attributes", {}).get("kmseg", {}).get("status")
+
+
+#: Metadata that differs between two runs of the same job: times, and the output's own path.
+_VARYING = {"timings", "fit_s", "summary_task_s", "created", "output"}
+
+
+def _strip(value):
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in _VARYING}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """Every file of two stores equal: chunk files byte for byte, metadata except timings."""
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    for rel in files_a:
+        left, right = (a / rel).read_bytes(), (b / rel).read_bytes()
+        if rel.name == "zarr.json":
+            assert _strip(json.loads(left)) == _strip(json.loads(right)), rel
+        else:
+            assert left == right, f"{rel} differs"
+
+
+# -- layout and plan ------------------------------------------------------------------------
+
+
+def test_glob_results_report_their_own_groups(tmp_path):
+    """Bug of issue 12: a glob of two PNGs wrote out.zarr/a and out.zarr/b but both results
+    reported out.zarr."""
+    for name, seed in (("a", 1), ("b", 2)):
+        Image.fromarray(patch_image(seed)[0]).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out.zarr"
+    results = pipeline.run({"inputs": [str(tmp_path / "*.png")], "output": str(out), "k": 4,
+                            "quiet": True})
+    assert [r.output for r in results] == [f"{out}/a", f"{out}/b"]
+    assert group_status(out, "a") == group_status(out, "b") == "complete"
+
+
+def test_layout_rule(tmp_path):
+    """One explicit file: the store is the image; a glob or a folder, even of one file: groups."""
+    folder = tmp_path / "one"
+    [path] = write_pngs(folder, 1)
+    explicit = build_plan(build_config({"inputs": [str(path)], "output": str(tmp_path / "e")}))
+    assert not explicit.grouped and explicit.jobs[0].output == str(tmp_path / "e")
+    for item in (str(folder / "*.png"), str(folder)):
+        plan = build_plan(build_config({"inputs": [item], "output": str(tmp_path / "g")}))
+        assert plan.grouped and plan.jobs[0].output == f"{tmp_path / 'g'}/img000"
+
+
+def test_plan_is_lazy_and_immutable(tmp_path):
+    """Planning opens no input (a broken file fails only when its window runs), and executing
+    leaves the plan as it was."""
+    write_pngs(tmp_path / "in", 2)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    config = build_config({"inputs": [str(tmp_path / "in")], "output": str(tmp_path / "o"),
+                           "quiet": True, "on_error": "continue"})
+    plan = build_plan(config)
+    before = list(plan.jobs)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.jobs[0].name = "x"  # type: ignore[misc]
+    from pipeline.execution import open_executor
+
+    with open_executor(plan.config) as executor:
+        results = plan.execute(executor)
+    assert list(plan.jobs) == before
+    assert [r.name for r in results] == ["img000", "img001"]
+    assert [f.name for f in results.failed] == ["broken"]
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_on_error_continue(tmp_path):
+    """A bad file and a one-colour image fail; the others are written; exit status 3."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 2)
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(folder / "flat.png")
+    out = tmp_path / "out.zarr"
+    proc = kmseg("segment", str(folder), "-k", "4", "-o", str(out), "-q",
+                 "--on-error", "continue")
+    assert proc.returncode == 3, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "skipped" in line]
+    assert len(lines) == 2
+    assert any("bad.png" in line for line in lines)
+    assert any("flat.png" in line and "k=4" in line for line in lines)
+    meta = zarr.open_group(out, mode="r").attrs["kmseg"]
+    assert meta["status"] == "partial"
+    assert [f["input"] for f in meta["failed"]] == ["bad", "flat"]
+    assert meta["outputs"] == ["img000", "img001"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img000", "img001"]
+    # The default stops at the first failure, with one line naming the file.
+    stopped = kmseg("segment", str(folder), "-k", "4", "-o", str(tmp_path / "s.zarr"), "-q")
+    assert stopped.returncode == 2
+    assert stopped.stderr.strip().count("\n") == 0 and "bad.png" in stopped.stderr
+
+
+# -- resume -----------------------------------------------------------------------------------
+
+
+def test_killed_batch_resumes_to_the_same_bytes(tmp_path):
+    """SIGKILL the client mid-batch; the same command keeps the finished inputs, does the rest,
+    says so, and the store equals an uninterrupted run's file for file."""
+    folder = tmp_path / "in"
+    n = 48
+    write_pngs(folder, n, size=32, noise=True)
+    args = ["-k", "3", "-q", "--batch-inputs", "4"]
+    env: dict[str, str] = {}
+    reference = tmp_path / "reference.zarr"
+    assert kmseg("segment", str(folder), *args, "-o", str(reference), env=env).returncode == 0
+
+    out = tmp_path / "out.zarr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "segment", str(folder), *args, "-o", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    done = 0
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            done = sum(group_status(out, f"img{i:03d}") == "complete" for i in range(n))
+            if done >= 4:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "the batch ended before it could be killed"
+    finished = [i for i in range(n) if group_status(out, f"img{i:03d}") == "complete"]
+    assert 0 < len(finished) < n
+    kept = out / f"img{finished[0]:03d}" / "labels" / "clusters" / "0" / "c"
+    stamps = {p: p.stat().st_mtime_ns for p in kept.rglob("*") if p.is_file()}
+
+    # Another configuration over the unfinished batch is refused in one line.
+    other = kmseg("segment", str(folder), "-k", "4", "-q", "-o", str(out), env=env)
+    assert other.returncode == 2
+    assert other.stderr.count("\n") == 1, other.stderr
+    assert "different job configuration" in other.stderr
+
+    again = kmseg("segment", str(folder), *args, "-o", str(out), env=env)
+    assert again.returncode == 0, again.stderr
+    [said] = [line for line in again.stderr.splitlines() if "resuming" in line]
+    done = int(said.split(" of ")[0].split()[-1])
+    assert done >= len(finished)
+    assert f"{done} of {n} done, resuming" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished inputs untouched
+    assert_same_store(reference, out)
+    # A finished batch is never rewritten without --overwrite.
+    assert kmseg("segment", str(folder), *args, "-o", str(out), env=env).returncode == 2
+
+
+# -- label order --------------------------------------------------------------------------------
+
+
+def test_label_one_is_the_darkest_class_in_every_image(tmp_path):
+    folder = tmp_path / "in"
+    rng = np.random.default_rng(5)
+    expected = {}
+    for i in range(4):
+        # The same colours listed in a different order per image, so the fit finds them in
+        # different orders.
+        colours = COLOURS[rng.permutation(len(COLOURS))]
+        image, index = patch_image(i, 24, colours)
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"p{i}.png")
+        rank = np.argsort(np.argsort(_luma(colours)))  # 0 = darkest
+        expected[f"p{i}"] = rank[index] + 1
+    out = tmp_path / "out.zarr"
+    assert main(["segment", str(folder), "-k", "4", "-o", str(out), "-q"]) == 0
+    root = zarr.open_group(out, mode="r")
+    for name, labels in expected.items():
+        np.testing.assert_array_equal(root[f"{name}/labels/clusters/0"][...], labels)
+        assert root[name].attrs["kmseg"]["label_order"] == "luminance"
+    # size: label 1 is the largest class.
+    out2 = tmp_path / "size.zarr"
+    assert main(["segment", str(folder), "-k", "4", "-o", str(out2), "-q",
+                 "--label-order", "size", "--engine", "sample"]) == 0
+    for name, labels in expected.items():
+        counts = zarr.open_group(out2, mode="r")[name].attrs["kmseg"]["pixels_per_cluster"]
+        assert counts == sorted(np.bincount(labels.ravel())[1:].tolist(), reverse=True)
+
+
+# -- one model for many images -------------------------------------------------------------------
+
+
+def test_pooled_model_fitted_and_applied(tmp_path):
+    folder = tmp_path / "in"
+    paths = write_pngs(folder, 3, size=32, noise=True)
+    model_path = tmp_path / "model.json"
+    proc = kmseg("fit", *map(str, paths), "-k", "4", "-o", str(model_path), "-q")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(model_path.read_text())
+    assert data["format"] == "kmseg-model" and data["k"] == 4 and data["engine"] == "exact"
+    centres = np.asarray(data["centres_features"])
+    # The exact pooled objective: every pixel of every image, computed here with NumPy
+    # (features of 8-bit values are v / 255 in float32, exact enough at that precision).
+    pixels = np.concatenate([np.asarray(Image.open(p)).reshape(-1, 3) for p in paths])
+    pixels = (pixels.astype(np.float32) / np.float32(255)).astype(np.float64)
+    d2 = ((pixels[:, None, :] - centres[None]) ** 2).sum(-1)
+    assert data["provenance"]["inertia"] == pytest.approx(d2.min(1).sum(), rel=1e-9)
+    assert data["provenance"]["n_pixels"] == len(pixels)
+    assert np.all(np.diff(_luma(centres * 255)) > 0)  # numbered by luminance
+
+    out = tmp_path / "out.zarr"
+    proc = kmseg("segment", *map(str, paths), "--model", str(model_path), "-o", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    root = zarr.open_group(out, mode="r")
+    for path in paths:
+        px = (np.asarray(Image.open(path)).astype(np.float32) / np.float32(255)).astype(float)
+        d2 = ((px[..., None, :] - centres) ** 2).sum(-1)
+        np.testing.assert_array_equal(root[f"{path.stem}/labels/clusters/0"][...],
+                                      d2.argmin(-1) + 1)
+        assert root[path.stem].attrs["kmseg"]["engine"] == "model"
+
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(grey)
+    proc = kmseg("segment", str(grey), "--model", str(model_path), "-o",
+                 str(tmp_path / "g.zarr"), "-q")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and str(grey) in proc.stderr
+
+    # --shared-model fits the same model and applies it.
+    shared = tmp_path / "shared.zarr"
+    proc = kmseg("segment", *map(str, paths), "-k", "4", "--shared-model", "-o", str(shared),
+                 "-q")
+    assert proc.returncode == 0, proc.stderr
+    for path in paths:
+        np.testing.assert_array_equal(root[f"{path.stem}/labels/clusters/0"][...],
+                                      zarr.open_group(shared, mode="r")[
+                                          f"{path.stem}/labels/clusters/0"][...])
+
+
+def test_model_python_api(tmp_path):
+    images = [patch_image(i, 16)[0] for i in range(3)]
+    model = pipeline.fit(images, k=4, output=str(tmp_path / "m.json"))
+    np.testing.assert_allclose(model.centres, COLOURS.astype(float), atol=1e-9)
+    loaded = pipeline.Model.load(tmp_path / "m.json")
+    np.testing.assert_array_equal(loaded.centres_features, model.centres_features)
+    results = pipeline.segment(images, str(tmp_path / "o.zarr"), model=loaded, quiet=True)
+    for result, image in zip(results, images, strict=True):
+        assert result.mse == 0.0
+        assert result.counts.sum() == image.shape[0] * image.shape[1]
+
+
+def test_small_images_get_no_dense_lookup_table():
+    """8-bit RGB keys (24 bits): a 256 x 256 image searches sorted keys instead of holding a
+    16 MiB table; from 2^20 pixels on, the dense table is used."""
+    from pipeline.engines.lookup import use_dense_table
+
+    assert not use_dense_table(24, 256 * 256)
+    assert use_dense_table(24, 1 << 20)
+    assert use_dense_table(16, 10)
+    assert not use_dense_table(32, 1 << 40)
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+
+_PEAK = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_memory_is_flat_in_the_number_of_inputs(tmp_path):
+    """Peak resident memory of 160 inputs stays within 60 MiB of that of 40."""
+    peaks = {}
+    for n in (40, 160):
+        folder = write_pngs(tmp_path / f"in{n}", n, size=64, noise=True)[0].parent
+        out = tmp_path / f"out{n}.zarr"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(
+            [sys.executable, "-c", _PEAK, sys.executable, "-m", "pipeline", "segment",
+             str(folder), "-k", "4", "-o", str(out), "-q", "--batch-inputs", "8"],
+            capture_output=True, text=True, env=env, timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr
+        peaks[n] = int(proc.stdout.split()[-1]) * 1024
+    assert peaks[160] - peaks[40] < 60 * 2**20, peaks

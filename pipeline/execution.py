@@ -66,7 +66,7 @@ def open_executor(config: JobConfig) -> Iterator[Executor]:
     """
     progress = not config.quiet
     if config.performance_report:
-        _check_report_path(config.performance_report)
+        _check_report_path(config)
     with contextlib.ExitStack() as stack:
         client = _open_client(config, stack)
         if client is None:
@@ -262,7 +262,12 @@ def _announce(client: Any) -> None:
         log.warning("the scheduler has no workers yet; tasks wait until some join")
 
 
-def _check_report_path(path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
+def _check_report_path(config: JobConfig) -> None:
+    """The performance report may replace only an earlier one, never an input or the output."""
+    from pipeline.outputs import check_report_path
+
+    folder = os.path.dirname(os.path.abspath(str(config.performance_report)))
+    if not is_url(str(config.performance_report)) and not os.path.isdir(folder):
         raise ConfigError(f"performance_report: the folder {folder} does not exist")
+    check_report_path(str(config.performance_report), str(config.output),
+                      [str(i) for i in config.inputs])

@@ -1,8 +1,9 @@
 """One writer per output: a lock file next to the output store.
 
 The lock of ``OUT.zarr`` is the file ``OUT.zarr.kmseg-lock`` beside it (never inside the store,
-so it is never mistaken for part of an output). It holds the holder's host, process id and start
-time as JSON.
+so it is never mistaken for part of an output), beside its real path (links and ``..``
+resolved) so that two spellings of one output meet the same lock. It holds the holder's host,
+process id and start time as JSON.
 
 Local paths use ``flock`` on that file: the kernel drops the lock when its process ends however
 it ends (even SIGKILL), so a lock file whose ``flock`` can be taken is stale: it is taken over
@@ -38,8 +39,15 @@ _SETTLE_S = 2.0
 
 
 def lock_path(output: str) -> str:
-    """The lock file (or object) of an output: ``OUTPUT.kmseg-lock`` beside it."""
-    return str(output).rstrip("/") + LOCK_SUFFIX
+    """The lock file (or object) of an output: ``OUTPUT.kmseg-lock`` beside it.
+
+    A local output's lock lies beside its real path (symbolic links and ``..`` resolved), so
+    every spelling of one output meets the same lock.
+    """
+    text = str(output)
+    if not is_url(text):
+        text = os.path.realpath(os.path.expanduser(text))
+    return text.rstrip("/") + LOCK_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import logging
 import os
 import posixpath
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import PurePath
 from typing import Any
 
 import zarr
@@ -209,8 +211,48 @@ def _identities(path: str) -> list[tuple[int, int]]:
     return chain
 
 
-def check_disjoint(output: str, inputs: list[str]) -> None:
+def input_root(item: str) -> str:
+    """What an input as the user gave it covers: a glob's folder, else the path itself.
+
+    ``in/folder/*.png`` covers ``in/folder`` (the path up to its first wildcard component): an
+    output written there could be taken for an input on a rerun. A path that exists is itself,
+    even when its name holds wildcard characters.
+    """
+    text = str(item)
+    if is_url(text) or os.path.lexists(text) or not glob.has_magic(text):
+        return text
+    parts = text.split(os.sep)
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return os.sep.join(fixed) or "."
+
+
+def _plain_glob(item: str) -> bool:
+    """A local glob without ``**`` (a recursive glob counts as its whole folder)."""
+    return (
+        not is_url(item) and not os.path.lexists(item) and glob.has_magic(item)
+        and "**" not in item
+    )
+
+
+def glob_takes(pattern: str, path: str) -> bool:
+    """Whether the glob ``pattern`` matches ``path`` as written or as its real path (``*``
+    never crosses a folder separator, as in :func:`glob.glob`)."""
+    full = os.path.abspath(pattern)
+    return any(
+        PurePath(candidate).match(full)
+        for candidate in {os.path.abspath(path), os.path.realpath(path)}
+    )
+
+
+def check_disjoint(output: str, inputs: Sequence[str]) -> None:
     """Refuse an output that is, contains or lies inside any input (after resolving links).
+
+    ``inputs`` may be the expanded files and the inputs as given: folders, and globs (compared
+    through :func:`input_root`).
 
     Raises
     ------
@@ -218,9 +260,15 @@ def check_disjoint(output: str, inputs: list[str]) -> None:
         Naming the output and the input.
     """
     for source in inputs:
-        if not is_url(str(source)) and not os.path.lexists(str(source)):
+        if isinstance(source, str) and _plain_glob(source):
+            if glob_takes(source, output):
+                raise OutputError(f"{output}: the input pattern {source} matches the output, "
+                                  "which a rerun would read as an input; choose another output")
+            continue
+        root = input_root(source) if isinstance(source, str) else source
+        if not is_url(str(root)) and not os.path.lexists(str(root)):
             continue  # in-memory arrays and names of no file: nothing on disk to protect
-        relation = overlap(output, source)
+        relation = overlap(output, root)
         if relation:
             where = real_location(output)[1]
             raise OutputError(f"{output}: the output {relation} the input {source} "
@@ -329,6 +377,10 @@ def _check_existing(path: str, overwrite: bool) -> bool:
         If it is a file, holds anything kmseg did not write, or is a finished kmseg output
         and ``overwrite`` is False.
     """
+    if not is_url(path) and os.path.islink(str(path).rstrip("/") or "/"):
+        # Clearing and re-creating through a link would act on its target, or fail half-way.
+        raise OutputError(f"{path}: the output is a symbolic link (to {os.path.realpath(path)}); "
+                          "give the real path as the output")
     if not is_url(path) and not os.path.isdir(path):
         raise OutputError(f"{path}: already exists and is not a folder; choose another output")
     listing = _Listing(path)
@@ -347,12 +399,16 @@ def _check_existing(path: str, overwrite: bool) -> bool:
         raise OutputError(f"{path}: a kmseg output that holds {_listed(foreign)}; "
                           "refusing to replace it")
     if status != "incomplete" and not overwrite:
-        raise OutputError(f"{path}: output already exists; pass --overwrite to replace it")
+        raise OutputError(f"{path}: output already exists; pass --overwrite (overwrite=True in "
+                          "Python) to replace it")
     return True
 
 
-def check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
+def check_output(path: str, overwrite: bool, inputs: list[str], given: Sequence[str] = ()) -> None:
     """Fail early if ``path`` may not be written.
+
+    ``inputs`` are the expanded input files, ``given`` the inputs as the user gave them (folders,
+    globs): the output may lie inside neither.
 
     Refused: HTTP(S) URLs; an output that is, contains or lies inside an input (real paths);
     an output another live kmseg process is writing (its lock); anything at ``path`` that kmseg
@@ -367,8 +423,8 @@ def check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
     if str(path).startswith(("http://", "https://")):
         raise OutputError(f"{path}: HTTP(S) URLs are read-only; write the output to a folder "
                           "or an object store URL (s3://, gs://)")
-    check_disjoint(path, inputs)
-    check_disjoint(lock_path(path), inputs)
+    check_disjoint(path, [*inputs, *given])
+    check_disjoint(lock_path(path), [*inputs, *given])
     holder = current_holder(path)
     if holder is not None:
         raise OutputError(f"{path}: the output is being written by {holder.describe()} "
@@ -380,6 +436,52 @@ def check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
                 raise OutputError(f"{path}: the folder {parent} does not exist")
         return
     _check_existing(path, overwrite)
+
+
+#: In the head of the HTML performance report Dask writes (bokeh's ``output_file`` title).
+_DASK_REPORT_TITLE = "<title>Dask Performance Report</title>"
+
+
+def check_report_path(report: str, output: str, given: Sequence[str]) -> None:
+    """Refuse a ``performance_report`` file that would replace or land in something not kmseg's.
+
+    Refused: an existing path that is not a Dask performance report (a file
+    whose head holds Dask's title, as :func:`pipeline.report.write_report` recognises its own
+    pages); a path that is, contains or lies inside an input as given (folders, glob folders)
+    or the output; the output's lock file.
+
+    Raises
+    ------
+    OutputError
+        Naming the report path and the reason.
+    """
+    if is_url(str(report)):
+        return
+    for what, source in [*(("input", g) for g in given), ("output", output)]:
+        root = input_root(source)
+        # The output is compared even before it exists; an input that is no file is skipped.
+        present = what == "output" or is_url(root) or os.path.lexists(root)
+        relation = present and overlap(report, root)
+        if relation:
+            raise OutputError(f"{report}: the performance report {relation} the {what} "
+                              f"{source}; choose another file")
+    if real_location(report) == real_location(lock_path(output)):
+        raise OutputError(f"{report}: the performance report is the output's lock file; "
+                          "choose another file")
+    if os.path.lexists(report) and not _is_dask_report(report):
+        raise OutputError(f"{report}: exists and is not a Dask performance report; refusing to "
+                          "replace it with the performance report")
+
+
+def _is_dask_report(path: str) -> bool:
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return False
+    return _DASK_REPORT_TITLE in head
 
 
 def _clear(path: str) -> None:
@@ -423,7 +525,7 @@ def create_root(path: str, overwrite: bool) -> zarr.Group:
     except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
         raise OutputError(f"{path}: cannot create the output ({exc})") from None
     except OSError as exc:
-        problem = write_problem(exc, path) or exc.strerror or type(exc).__name__
+        problem = write_problem(exc, path) or exc.strerror or str(exc) or type(exc).__name__
         raise OutputError(f"{path}: cannot create the output: {problem}") from None
 
 

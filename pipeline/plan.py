@@ -174,7 +174,8 @@ def _check_output(
     from pipeline.outputs import output_status
 
     status = output_status(path)
-    check_output(path, overwrite or (grouped and status == "partial"), inputs)
+    check_output(path, overwrite or (grouped and status == "partial"), inputs,
+                 given=[str(i) for i in config.inputs])
     if grouped and status in ("incomplete", "partial") and not overwrite:
         from pipeline.batch import check_same_job
 

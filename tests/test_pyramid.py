@@ -107,3 +107,37 @@ def test_bool_mean_is_a_majority_with_ties_to_true() -> None:
     image = np.concatenate(list(groups), axis=1)[np.newaxis]  # (1, 2, 10)
     got = downsample_image(da.from_array(image, chunks=(1, 2, 4))).compute()
     np.testing.assert_array_equal(got[0, 0], [False, True, True, True, False])
+
+
+@pytest.mark.parametrize(
+    ("shape", "requested", "levels"),
+    [((32, 40), 7, 6), ((32, 40), 6, 6), ((33, 40), 64, 6), ((1, 500), 3, 1),
+     ((40, 512, 512), 64, 10), ((2, 3), 2, 2), ((2, 3), 0, 1)],
+)
+def test_requested_levels_are_clamped_to_one_pixel(
+    shape: tuple[int, ...], requested: int, levels: int
+) -> None:
+    # the smallest level, min(y, x) // 2**(levels - 1), keeps at least 1 pixel
+    assert n_levels(shape, requested) == levels
+    assert min(shape[-2:]) // 2 ** (levels - 1) >= 1
+
+
+@pytest.mark.parametrize("shape", [(32, 40), (5, 12, 9)])
+def test_too_many_requested_levels_write_down_to_one_pixel(tmp_path, shape) -> None:
+    import zarr
+
+    from pipeline.cli import main
+
+    data = (np.arange(np.prod(shape)) % 7).astype(np.uint8).reshape(shape)
+    source = tmp_path / "in.npy"
+    np.save(source, data)
+    out = tmp_path / "out.zarr"
+    argv = ["segment", str(source), "-k", "2", "-q", "-o", str(out), "--pyramid-levels", "8"]
+    assert main(argv) == 0
+    root = zarr.open_group(str(out), mode="r")
+    expected = min(shape[-2:]).bit_length()  # 32 -> 6 levels (32..1), 9 -> 4 (9, 4, 2, 1)
+    paths = [d["path"] for d in root.attrs["ome"]["multiscales"][0]["datasets"]]
+    assert paths == [str(i) for i in range(expected)]
+    smallest = root[paths[-1]].shape
+    assert min(smallest[-2:]) == 1
+    assert smallest[-2:] == tuple(s // 2 ** (expected - 1) for s in shape[-2:])

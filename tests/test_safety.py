@@ -403,3 +403,184 @@ def test_url_outputs_are_locked_too():
     with pytest.raises(OutputError, match="on host another-host"):
         OutputLock(out).__enter__()
     fs.rm("/kmseg-test/out.zarr" + LOCK_SUFFIX)
+
+
+# --- safety review: symlinked outputs, lock spellings, folder inputs, the report, messages ----
+
+
+def test_overwrite_of_a_symlink_to_a_kmseg_output_is_refused_and_clears_nothing(
+    tmp_path, image, capsys
+):
+    target = kmseg_output(tmp_path, "s2.zarr", image)
+    link = tmp_path / "link.zarr"
+    link.symlink_to(target, target_is_directory=True)
+    source = tmp_path / "s2.zarr-source.npy"
+    before = checksums(target, source)
+    assert main(["segment", str(source), *ARGS, "-o", str(link), "--overwrite"]) == 2
+    line = error_line(capsys)
+    assert f"{link}: the output is a symbolic link (to {target})" in line
+    assert checksums(target, source) == before
+    assert output_status(str(target)) == "complete"
+    assert not Path(lock_path(str(link))).exists()
+
+
+def test_a_dangling_symlink_output_is_refused(tmp_path, image, capsys):
+    source = tmp_path / "in.npy"
+    np.save(source, image)
+    link = tmp_path / "link.zarr"
+    link.symlink_to(tmp_path / "nowhere.zarr")
+    assert main(["segment", str(source), *ARGS, "-o", str(link)]) == 2
+    assert "symbolic link" in error_line(capsys)
+    assert not (tmp_path / "nowhere.zarr").exists()
+
+
+def test_every_spelling_of_an_output_meets_one_lock(tmp_path, image, capsys, monkeypatch):
+    """A second process holds the lock of ``out/s.zarr``; reaching that output through a link
+    to it, a symlinked folder, ``..`` or a relative path is refused naming it, and nothing
+    changes."""
+    import subprocess
+    import sys
+
+    import pipeline
+
+    (tmp_path / "out").mkdir()
+    out = kmseg_output(tmp_path / "out", "s.zarr", image)
+    source = tmp_path / "out" / "s.zarr-source.npy"
+    (tmp_path / "alias").symlink_to(tmp_path / "out", target_is_directory=True)
+    (tmp_path / "link.zarr").symlink_to(out, target_is_directory=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\nfrom pipeline.lock import OutputLock\n"
+         f"with OutputLock({str(out)!r}):\n    print('held', flush=True)\n    sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(pipeline.__file__).resolve().parents[1])},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = checksums(tmp_path / "out")  # the output, its source and the holder's lock
+        monkeypatch.chdir(tmp_path / "out")
+        for spelling in (str(tmp_path / "link.zarr"), str(tmp_path / "alias" / "s.zarr"),
+                         str(tmp_path / "out" / ".." / "out" / "s.zarr"), "s.zarr", "./s.zarr/"):
+            code = main(["segment", str(source), *ARGS, "-o", spelling, "--overwrite"])
+            assert code == 2, spelling
+            line = error_line(capsys)
+            assert f"kmseg process {holder.pid} on host {socket.gethostname()}" in line
+            assert checksums(tmp_path / "out") == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert not Path(lock_path(str(out))).exists()
+    assert main(["segment", str(source), *ARGS, "-o", "s.zarr", "--overwrite"]) == 0
+
+
+def test_lock_path_is_beside_the_real_path(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    expected = str(tmp_path.resolve() / "real" / f"s.zarr{LOCK_SUFFIX}")
+    assert lock_path(str(tmp_path / "alias" / "s.zarr")) == expected
+    assert lock_path(str(tmp_path / "real" / "x" / ".." / "s.zarr")) == expected
+    assert lock_path("s3://bucket/a/s.zarr") == f"s3://bucket/a/s.zarr{LOCK_SUFFIX}"
+
+
+@pytest.mark.parametrize("layout", ["folder", "glob"])
+def test_output_inside_a_folder_or_matched_by_a_glob_input_is_refused(
+    tmp_path, image, capsys, layout
+):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(2):
+        np.save(folder / f"img{i}.npy", image)
+    # A folder input covers everything inside it; a glob covers what it matches (folder/*
+    # would take folder/x.zarr for an input on a rerun).
+    given = str(folder) if layout == "folder" else str(folder / "*")
+    expected = (
+        "the output lies inside the input" if layout == "folder"
+        else "the input pattern " + given + " matches the output"
+    )
+    before = checksums(folder)
+    for overwrite in ([], ["--overwrite"]):
+        output = str(folder / "x.zarr")
+        assert main(["segment", given, *ARGS, "-o", output, *overwrite]) == 2
+        assert f"{output}: {expected}" in error_line(capsys)
+        assert checksums(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == ["img0.npy", "img1.npy"]
+    # beside the folder is fine
+    assert main(["segment", given, *ARGS, "-o", str(tmp_path / "x.zarr")]) == 0
+
+
+def test_an_output_a_glob_does_not_match_may_sit_beside_its_files(tmp_path, image):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(2):
+        np.save(folder / f"img{i}.npy", image)
+    before = checksums(folder)
+    assert main(["segment", str(folder / "*.npy"), *ARGS, "-o", str(folder / "seg.zarr")]) == 0
+    assert checksums(folder / "img0.npy", folder / "img1.npy") == before
+    # a rerun reads the same two inputs (the output is not taken for one) and is refused only
+    # because the output exists
+    assert main(["segment", str(folder / "*.npy"), *ARGS, "-o", str(folder / "seg.zarr")]) == 2
+
+
+def test_input_root_of_globs_folders_and_files(tmp_path):
+    from pipeline.outputs import input_root
+
+    (tmp_path / "a").mkdir()
+    named = tmp_path / "scan[1].npy"
+    named.write_bytes(b"")
+    assert input_root(str(tmp_path / "a" / "*.png")) == str(tmp_path / "a")
+    assert input_root(str(tmp_path / "a" / "**" / "x?.png")) == str(tmp_path / "a")
+    assert input_root(str(tmp_path / "a")) == str(tmp_path / "a")
+    assert input_root(str(named)) == str(named)  # an existing file is itself
+    assert input_root("*.png") == "."
+
+
+@pytest.mark.parametrize("where", ["input", "notes", "folder-input", "output", "inside-output"])
+def test_performance_report_never_replaces_what_kmseg_did_not_write(
+    tmp_path, image, capsys, where
+):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    victim = folder / "victim.npy"
+    np.save(victim, image)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    out = tmp_path / "out.zarr"
+    given, report = {
+        "input": (victim, victim),
+        "notes": (victim, notes),
+        "folder-input": (folder, folder / "r.html"),
+        "output": (victim, out),
+        "inside-output": (victim, out / "r.html"),
+    }[where]
+    if where == "inside-output":
+        kmseg_output(tmp_path, "out.zarr", image)
+        (tmp_path / "out.zarr-source.npy").unlink()
+    before = checksums(folder, notes, *([out] if out.exists() else []))
+    argv = ["segment", str(given), *ARGS, "-o", str(out), "--overwrite",
+            "--performance-report", str(report)]
+    assert main(argv) == 2
+    assert str(report) in error_line(capsys)
+    assert checksums(folder, notes, *([out] if out.exists() else [])) == before
+    assert not (folder / "r.html").exists() and not (out / "r.html").exists()
+
+
+def test_performance_report_replaces_an_earlier_one(tmp_path, image):
+    source = tmp_path / "in.npy"
+    np.save(source, image)
+    report = tmp_path / "perf.html"
+    out = str(tmp_path / "out.zarr")
+    assert main(["segment", str(source), *ARGS, "-o", out, "--performance-report",
+                 str(report)]) == 0
+    first = report.read_text()
+    assert "<title>Dask Performance Report</title>" in first
+    assert main(["segment", str(source), *ARGS, "-o", out, "--overwrite",
+                 "--performance-report", str(report)]) == 0
+    assert "<title>Dask Performance Report</title>" in report.read_text()
+
+
+def test_already_exists_names_the_python_keyword_too(tmp_path, image):
+    from pipeline.api import segment
+
+    out = kmseg_output(tmp_path, "out.zarr", image)
+    with pytest.raises(OutputError, match=r"pass --overwrite \(overwrite=True in Python\)"):
+        segment(image, str(out), k=2)

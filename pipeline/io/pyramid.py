@@ -21,11 +21,14 @@ def n_levels(spatial_shape: tuple[int, ...], requested: int | None) -> int:
         ``(y, x)`` or ``(z, y, x)``.
     requested : int or None
         The ``pyramid_levels`` key; ``None`` halves y and x until the smaller of them would fall
-        below :data:`MIN_LEVEL_SIZE` pixels (a 32768² image gets 10 levels, down to 64²).
+        below :data:`MIN_LEVEL_SIZE` pixels (a 32768² image gets 10 levels, down to 64²). A
+        request for more levels than the image can halve to is clamped so that every level
+        keeps at least 1 pixel in y and x (a 32x40 image has at most 6: 32, 16, 8, 4, 2, 1).
     """
-    if requested is not None:
-        return max(1, int(requested))
     size = min(spatial_shape[-2:])
+    if requested is not None:
+        # Each level halves y and x rounding down: level i has size // 2**i pixels.
+        return max(1, min(int(requested), int(size).bit_length()))
     levels = 1
     while size // 2 >= MIN_LEVEL_SIZE:
         size //= 2

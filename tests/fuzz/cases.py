@@ -402,3 +402,65 @@ def _(w: Workspace) -> Run:
 @case("segment-without-any-input")
 def _(w: Workspace) -> Run:
     return Run(segment("-o", w.out), ("inputs",))
+
+
+# --- the performance report, folder and glob inputs (safety review A1, A4) -------------------
+
+
+@case("performance-report-is-the-input")
+def _(w: Workspace) -> Run:
+    src = w.png("victim.png")
+    return Run(segment(str(src), "-k", "2", "-o", w.out, "--performance-report", str(src)),
+               (str(src),))
+
+
+@case("performance-report-is-a-users-file")
+def _(w: Workspace) -> Run:
+    notes = w.inputs / "notes.txt"
+    notes.write_text("my notes\n")
+    return Run(segment(str(w.image()), "-k", "2", "-o", w.out,
+                       "--performance-report", str(notes)), (str(notes),))
+
+
+@case("performance-report-inside-a-folder-input")
+def _(w: Workspace) -> Run:
+    folder = w.inputs / "folder"
+    folder.mkdir()
+    w.png("folder/a.png")
+    report = str(folder / "report.html")
+    return Run(segment(str(folder), "-k", "2", "-o", w.out, "--performance-report", report),
+               (report,))
+
+
+@case("performance-report-is-the-output")
+def _(w: Workspace) -> Run:
+    return Run(segment(str(w.image()), "-k", "2", "-o", w.out, "--performance-report", w.out),
+               (w.out,))
+
+
+@case("performance-report-is-the-outputs-lock")
+def _(w: Workspace) -> Run:
+    from pipeline.lock import lock_path
+
+    return Run(segment(str(w.image()), "-k", "2", "-o", w.out,
+                       "--performance-report", lock_path(w.out)), (w.out,))
+
+
+@case("output-inside-a-folder-input")
+def _(w: Workspace) -> Run:
+    folder = w.inputs / "folder"
+    folder.mkdir()
+    w.png("folder/a.png")
+    w.png("folder/b.png")
+    out = str(folder / "x.zarr")
+    return Run(segment(str(folder), "-k", "2", "-o", out), (out,))
+
+
+@case("output-matched-by-a-glob-input")
+def _(w: Workspace) -> Run:
+    folder = w.inputs / "folder"
+    folder.mkdir()
+    w.png("folder/a.png")
+    w.png("folder/b.png")
+    out = str(folder / "y.zarr")  # the pattern matches the output: a rerun would read it
+    return Run(segment(str(folder / "*"), "-k", "2", "-o", out), (out,))

@@ -219,7 +219,8 @@ def check_same_job(path: str, config: JobConfig) -> None:
     if before.get("fingerprint") != job_fingerprint(config):
         raise OutputError(
             f"{path}: holds an unfinished batch of a different job configuration; rerun it "
-            "with the same settings to resume, or pass --overwrite to start over"
+            "with the same settings to resume, or pass --overwrite (overwrite=True in Python) "
+            "to start over"
         )
 
 

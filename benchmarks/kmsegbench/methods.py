@@ -91,8 +91,17 @@ def run_kmseg(item: Input, k: int, out_dir: str) -> Outcome:
     report["output"] = output
     method = report.get("engine_info", {}).get("method")
     note = f"engine {report['engine']}" + (f" ({method})" if method else "")
-    return Outcome(KMSEG, report["wall_s"], np.asarray(report["centres_features"]),
-                   note=note, extra=report)
+    # kmseg's centres in input units, put in the script's feature space (kmseg scales wide
+    # integers and floats by the data's range, the script by item.low_high), so every method's
+    # mse is measured alike.
+    low, high = item.low_high
+    centres = (np.asarray(report["centres"], dtype=np.float64) - low) / ((high - low) or 1.0)
+    scaled = report.get("scaled_from")
+    if scaled and report.get("mse_reported") is not None:
+        # kmseg's own mse, in the script's feature units (for the agreement check)
+        ratio = (float(scaled[1]) - float(scaled[0])) / ((high - low) or 1.0)
+        report["mse_reported"] = report["mse_reported"] * ratio**2
+    return Outcome(KMSEG, report["wall_s"], centres, note=note, extra=report)
 
 
 def child_main(spec_json: str) -> int:
@@ -109,7 +118,9 @@ def child_main(spec_json: str) -> int:
         "peak_rss_bytes": peak_rss_bytes(),
         "engine": result.engine,
         "mse_reported": result.mse,
+        "scaled_from": result.metadata.get("features", {}).get("scaled_from"),
         "centres_features": np.asarray(result.centres_features).tolist(),
+        "centres": np.asarray(result.centres).tolist(),
         "timings": result.metadata.get("timings", {}),
         "engine_info": result.metadata.get("engine_info", {}),
         "chunks": result.metadata.get("chunks"),

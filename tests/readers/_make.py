@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
+import tracemalloc
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from PIL import Image
+
+
+def random_pixels(dtype: str, rng: np.random.Generator, shape: tuple[int, ...] = (70, 90)
+                  ) -> np.ndarray:
+    """Random pixels of ``dtype`` over its whole range, the dtype's minimum and maximum in the
+    first two pixels (floats: standard normal; bool: coin flips)."""
+    if dtype == "bool":
+        return rng.random(shape) > 0.5
+    if np.dtype(dtype).kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    data = rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    data.flat[:2] = info.min, info.max
+    return data
+
+
+@contextlib.contextmanager
+def peak_allocation() -> Iterator[list[int]]:
+    """Measure the peak bytes Python allocates inside the block (``[peak]`` after it)."""
+    result = [0]
+    tracemalloc.start()
+    try:
+        yield result
+        result[0] = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
 
 #: Palette of the issue's example: indices 0 and 2 red, 1 and 3 blue (16-bit TIFF colormap).
 RED_BLUE = np.array([[255, 0, 0], [0, 0, 255], [255, 0, 0], [0, 0, 255]], dtype=np.uint8)

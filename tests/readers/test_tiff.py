@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,14 @@ from PIL import Image
 from pipeline.errors import InputError
 from pipeline.readers import open_image
 
-from ._make import RED_BLUE, displayed, palette_tiff, red_blue_index
+from ._make import (
+    RED_BLUE,
+    displayed,
+    palette_tiff,
+    peak_allocation,
+    random_pixels,
+    red_blue_index,
+)
 from .conftest import CHUNKS_2D, assert_reads
 
 
@@ -256,13 +262,8 @@ def test_palette_tiff_unscaled_8bit_colormap(tmp_path: Path, rng: np.random.Gene
 )
 def test_miniswhite_is_inverted(tmp_path: Path, rng: np.random.Generator, dtype: str,
                                 invert: object) -> None:
-    if dtype == "bool":
-        data = rng.random((70, 90)) > 0.5
-    elif dtype == "float32":
-        data = rng.random((70, 90)).astype(np.float32)
-    else:
-        info = np.iinfo(dtype)
-        data = rng.integers(info.min, info.max, size=(70, 90), dtype=dtype, endpoint=True)
+    data = (rng.random((70, 90)).astype(np.float32) if dtype == "float32"
+            else random_pixels(dtype, rng))
     path = tmp_path / "miniswhite.tif"
     tifffile.imwrite(path, data, photometric="miniswhite", tile=(32, 32) if dtype != "bool"
                      else None)
@@ -388,14 +389,7 @@ def test_orientation_6_swaps_the_shape_and_spacing(tmp_path: Path, rng: np.rando
 @pytest.mark.parametrize("dtype", ["bool", "int8", "uint32", "int32", "uint64", "int64",
                                    "float16"])
 def test_exact_dtypes(tmp_path: Path, rng: np.random.Generator, dtype: str) -> None:
-    if dtype == "bool":
-        data = rng.random((70, 90)) > 0.5
-    elif dtype == "float16":
-        data = rng.standard_normal((70, 90)).astype(np.float16)
-    else:
-        info = np.iinfo(dtype)
-        data = rng.integers(info.min, info.max, size=(70, 90), dtype=dtype, endpoint=True)
-        data[0, :2] = info.min, info.max
+    data = random_pixels(dtype, rng)
     path = tmp_path / f"{dtype}.tif"
     # (tifffile writes bool images as MinIsWhite unless told otherwise)
     tifffile.imwrite(path, data, photometric="minisblack",
@@ -441,15 +435,10 @@ def test_hostile_header_declaring_a_huge_image(tmp_path: Path) -> None:
         raw[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, 65535 if kind == 3
                                                                   else 2_000_000)
     path.write_bytes(bytes(raw))
-    tracemalloc.start()
-    try:
-        with pytest.raises(InputError) as info:
-            open_image(str(path))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with peak_allocation() as peak, pytest.raises(InputError) as info:
+        open_image(str(path))
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
-    assert peak < 50 * 2**20  # refused from the header, nothing the size of the image
+    assert peak[0] < 50 * 2**20  # refused from the header, nothing the size of the image
 
 
 def test_palette_with_orientation(tmp_path: Path, rng: np.random.Generator) -> None:

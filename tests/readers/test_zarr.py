@@ -18,6 +18,7 @@ with warnings.catch_warnings():  # ome-zarr 0.18 warns about its own deprecated 
 from pipeline.errors import InputError
 from pipeline.readers import open_image
 
+from ._make import random_pixels
 from .conftest import assert_reads
 
 
@@ -180,14 +181,7 @@ def test_corrupt_and_missing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_exact_dtypes(tmp_path: Path, rng: np.random.Generator, dtype: str,
                       zarr_format: int) -> None:
-    if dtype == "bool":
-        data = rng.random((70, 90)) > 0.5
-    elif dtype == "float16":
-        data = rng.standard_normal((70, 90)).astype(np.float16)
-    else:
-        info = np.iinfo(dtype)
-        data = rng.integers(info.min, info.max, size=(70, 90), dtype=dtype, endpoint=True)
-        data[0, :2] = info.min, info.max
+    data = random_pixels(dtype, rng)
     path = tmp_path / f"{dtype}.zarr"
     array = zarr.create_array(path, shape=data.shape, chunks=(23, 31), dtype=data.dtype,
                               zarr_format=zarr_format)

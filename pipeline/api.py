@@ -173,16 +173,21 @@ def fit_config(config: JobConfig, sources: list[ImageSource] | None = None,
 
     from pipeline.errors import OutputError
     from pipeline.fit import fit_model
+    from pipeline.model import is_model_file
+    from pipeline.outputs import check_disjoint
 
     config = config.validate()
-    if save and os.path.exists(config.output):
+    if save and os.path.lexists(config.output):
         if not config.overwrite:
             raise OutputError(f"{config.output}: the model file already exists; pass "
-                              "--overwrite to replace it")
-        if not os.path.isfile(config.output):
-            raise OutputError(f"{config.output}: exists and is not a file")
+                              "--overwrite (overwrite=True in Python) to replace it")
+        if not is_model_file(config.output):
+            raise OutputError(f"{config.output}: exists and is not a kmseg model file; "
+                              "refusing to replace it")
     with capture(forward=True):
         job = build_plan(config, sources, check=False)
+        if save:
+            check_disjoint(config.output, [*config.inputs, *(j.path for j in job.jobs)])
         with open_executor(job.config) as executor:
             model = fit_model(job, executor)
     if save:

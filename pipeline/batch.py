@@ -119,8 +119,16 @@ class Working:
 
 
 def job_fingerprint(config: JobConfig) -> str:
-    """Hash of every config key that changes the output (not where or how it runs)."""
+    """Hash of every config key that changes the output (not where or how it runs), and of the
+    contents of the model file and the stamp (size, modification time) of a mask file, so a
+    batch is never resumed with another model or mask under the same name."""
     keys = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_KEYS}
+    if config.model and os.path.isfile(config.model):
+        with open(config.model, "rb") as fh:
+            keys["model_sha256"] = hashlib.sha256(fh.read()).hexdigest()
+    if config.mask and config.mask != "auto" and os.path.isfile(config.mask):
+        stat = os.stat(config.mask)
+        keys["mask_stamp"] = [stat.st_size, stat.st_mtime_ns]
     text = json.dumps(keys, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -569,6 +577,8 @@ def _fit(window: list[Working], config: JobConfig, executor: Executor) -> None:
         w.fit = w.engine.fit(summaries[id(w)], w.image, w.spec, w.params)
         w.timings.update(summary_s=summary_s, fit_s=time.perf_counter() - t1)
 
+    if not live:  # every input of the window failed (on_error: continue)
+        return
     if len(live) == 1:
         _each(live, config, fit_one)
         return

@@ -60,7 +60,8 @@ def _open_root(path: str) -> tuple[zarr.Group, dict[str, Any]]:
 def _images(path: str, root: zarr.Group, meta: dict[str, Any]) -> list[tuple[str, zarr.Group]]:
     names = meta.get("outputs")
     images = []
-    for name in names or [""]:
+    # A batch root lists its images (perhaps none, if all failed); a single image is the root.
+    for name in names if isinstance(names, list) else [""]:
         try:
             group = root[name] if name else root
         except KeyError:
@@ -88,7 +89,15 @@ def describe_output(path: str) -> str:
     holder = current_holder(path)
     if holder is not None:
         lines.append(f"being written now by {holder.describe()}")
-    if status != "complete":
+    if status == "partial":
+        # A batch that went on past failing inputs (on_error: continue): the finished images
+        # are described, the failed ones listed.
+        failed = meta.get("failed") or []
+        lines.append(f"PARTIAL: {len(failed)} input(s) failed; rerun the same command to retry "
+                     "them")
+        lines += [f"  failed: {f.get('path') or f.get('input')}: {f.get('error')}"
+                  for f in failed if isinstance(f, dict)]
+    elif status != "complete":
         # Only the root's status, written last, says the whole output is finished; groups
         # that say "complete" in an unfinished output may still miss the root's final write.
         lines.append("INCOMPLETE: the job did not finish; rerun the same command to redo it")
@@ -200,6 +209,16 @@ def _describe_image(name: str, group: zarr.Group) -> list[str]:
     ):
         values = ", ".join(f"{v:.4g}" for v in centre)
         lines.append(f"{prefix}  cluster {i}: {count} px, centre [{values}]")
+    mask = meta.get("mask")
+    if isinstance(mask, dict):
+        fraction = mask.get("fraction")
+        inside = f", {fraction:.1%} of the pixels inside" if isinstance(fraction, float) else ""
+        lines.append(f"{prefix}mask: {mask.get('method')} {mask.get('source') or ''}{inside}; "
+                     "labels/mask")
+    k_auto = meta.get("k_auto")
+    if isinstance(k_auto, dict):
+        lines.append(f"{prefix}k chosen automatically: {k_auto.get('k')} of "
+                     f"{k_auto.get('k_min')}..{k_auto.get('k_max')} (a heuristic)")
     timings = meta.get("timings", {})
     if timings:
         lines.append(prefix + "timings: " + ", ".join(f"{k}={v:.2f}" for k, v in timings.items()))

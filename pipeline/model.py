@@ -25,6 +25,18 @@ MODEL_FORMAT = "kmseg-model"
 MODEL_VERSION = 1
 
 
+def is_model_file(path: str | os.PathLike) -> bool:
+    """True for a regular file that holds a kmseg model (its ``format`` field says so)."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == MODEL_FORMAT
+
+
 @dataclass(frozen=True)
 class Model:
     """K-Means centres fitted on one or more images, and how pixels become features.
@@ -178,14 +190,9 @@ class Model:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: invalid model file ({type(exc).__name__}: {exc})") from None
-        if (
-            centres_features.ndim != 2
-            or len(centres_features) < 1
-            or not np.isfinite(centres_features).all()
-            or len(centres) != len(centres_features)
-            or model.colour_space not in ("rgb", "lab")
-        ):
-            raise ConfigError(f"{path}: invalid model file (centres or feature space)")
+        problem = _inconsistency(model, data)
+        if problem:
+            raise ConfigError(f"{path}: invalid model file ({problem})")
         return model
 
     @classmethod
@@ -205,3 +212,33 @@ class Model:
         except ValueError:
             raise ConfigError(f"{path}: not a kmseg model file (not JSON)") from None
         return cls.from_dict(data, str(path))
+
+
+def _inconsistency(model: Model, data: dict[str, Any]) -> str | None:
+    """What makes a model file contradict itself, or None."""
+    from pipeline.order import LABEL_ORDERS
+
+    features, centres = model.centres_features, model.centres
+    n_value = max(1, len(model.channels))
+    if features.ndim != 2 or len(features) < 1:
+        return "centres_features must be a non-empty list of rows"
+    if data.get("k") != len(features):
+        return f"k is {data.get('k')!r} but it holds {len(features)} centres"
+    if features.shape[1] < n_value:
+        return (f"centres_features have {features.shape[1]} values, the feature channels "
+                f"{list(model.channels)} need at least {n_value}")
+    if model.spatial_weight == 0 and features.shape[1] != n_value:
+        return f"centres_features have {features.shape[1]} values, not {n_value}"
+    if centres.shape != (len(features), n_value):
+        return f"centres must be {len(features)} rows of {n_value} values"
+    if not (np.isfinite(features).all() and np.isfinite(centres).all()):
+        return "centres must be finite numbers"
+    if model.colour_space not in ("rgb", "lab"):
+        return f"unknown colour_space {model.colour_space!r}"
+    if model.label_order not in (*LABEL_ORDERS, "model"):
+        return f"unknown label_order {model.label_order!r}"
+    if not model.n_channels >= 1 or any(not 0 <= c < model.n_channels for c in model.channels):
+        return "channels do not fit n_channels"
+    if not model.low <= model.high:
+        return "scaled_from must be [low, high]"
+    return None

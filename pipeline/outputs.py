@@ -328,6 +328,11 @@ class _Listing:
         return kind if kind in ("group", "array") else None
 
 
+#: Zarr's local store writes ``NAME.<uuid hex>.partial`` and renames it into place; a process
+#: killed in between leaves it behind.
+_ZARR_PARTIAL = re.compile(r"^[^/]+\.[0-9a-f]{32}\.partial$")
+
+
 def foreign_entries(path: str) -> list[str]:
     """Entries of an existing output that kmseg did not write, relative to it (folders end in /).
 
@@ -347,8 +352,8 @@ def foreign_entries(path: str) -> list[str]:
     def walk(rel: str, kind: str, top: bool) -> None:
         for name, is_dir in listing.entries(rel):
             child = f"{rel}{name}"
-            if name == "zarr.json" and not is_dir:
-                continue
+            if not is_dir and (name == "zarr.json" or _ZARR_PARTIAL.match(name)):
+                continue  # metadata, or zarr's own temporary file of a write that was killed
             if kind == "array":
                 if not (name == "c" and is_dir):
                     foreign.append(f"{child}/" if is_dir else child)

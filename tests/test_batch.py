@@ -359,3 +359,46 @@ def test_memory_is_flat_in_the_number_of_inputs(tmp_path):
         assert proc.returncode == 0, proc.stderr
         peaks[n] = int(proc.stdout.split()[-1]) * 1024
     assert peaks[160] - peaks[40] < 60 * 2**20, peaks
+
+
+def test_a_window_of_only_failing_inputs_with_continue(tmp_path, capsys):
+    """Every input of a window fails: each is named, the batch goes on, exit 3, and
+    ``kmseg info`` lists the failures."""
+    from PIL import Image
+
+    from pipeline.cli import main
+    from pipeline.info import describe_output
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    image[:, 10:] = (200, 30, 40)
+    Image.fromarray(image).save(folder / "a_good.png")
+    (folder / "b_bad.png").write_bytes((folder / "a_good.png").read_bytes()[:60])
+    (folder / "c_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    out = tmp_path / "o.zarr"
+    code = main(["segment", str(folder), "-k", "2", "-o", str(out), "-q",
+                 "--on-error", "continue", "--batch-inputs", "1"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "b_bad.png" in err and "c_bad.png" in err and "Traceback" not in err
+    text = describe_output(str(out))
+    assert "status partial" in text and "2 input(s) failed" in text
+    assert text.count("failed: ") == 2 and "[a_good] k=2" in text
+
+
+def test_the_fingerprint_follows_the_model_and_mask_files(tmp_path):
+    from pipeline.batch import job_fingerprint
+    from pipeline.config import build_config
+
+    model, mask = tmp_path / "m.json", tmp_path / "mask.png"
+    model.write_text('{"a": 1}')
+    mask.write_bytes(b"1")
+    config = build_config({"inputs": ["x"], "output": "o.zarr", "model": str(model),
+                           "mask": str(mask)}, environ={})
+    first = job_fingerprint(config)
+    model.write_text('{"a": 2}')
+    second = job_fingerprint(config)
+    mask.write_bytes(b"22")
+    third = job_fingerprint(config)
+    assert len({first, second, third}) == 3

@@ -72,3 +72,48 @@ def test_an_image_it_does_not_fit_is_refused_by_name():
         model.check_fits("grey.png", np.dtype(np.uint8), 1, False)
     with pytest.raises(InputError, match="dtype is uint16, the model's uint8"):
         model.check_fits("deep.tif", np.dtype(np.uint16), 4, True)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(centres_features=[[1, 2], [3, 4]]), "have 2 values, the feature"),
+        (lambda d: d.update(centres_features=[[1, 2, 3, 4]] * 2), "have 4 values, not 3"),
+        (lambda d: d.update(k=5), "k is 5 but it holds 2 centres"),
+        (lambda d: d.update(k=-1), "k is -1"),
+        (lambda d: d.update(centres=[[float("nan")] * 3] * 2), "finite"),
+        (lambda d: d.update(label_order="bogus"), "unknown label_order 'bogus'"),
+        (lambda d: d["features"].update(channels=[0, 1, 7]), "channels do not fit"),
+    ],
+)
+def test_model_files_that_contradict_themselves_are_refused(tmp_path, edit, message):
+    path = tmp_path / "m.json"
+    _model().save(path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=message) as err:
+        Model.load(path)
+    assert str(err.value).startswith(f"{path}: invalid model file")
+
+
+def test_fit_never_replaces_an_input_or_a_file_that_is_not_a_model(tmp_path):
+    from PIL import Image
+
+    from pipeline.cli import main
+
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    image[:, 10:] = (200, 30, 40)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "a.png")
+    before = (folder / "a.png").read_bytes()
+    assert main(["fit", str(folder), "-k", "2", "-o", str(folder / "a.png"), "-q",
+                 "--overwrite"]) == 2
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main(["fit", str(folder), "-k", "2", "-o", str(notes), "-q", "--overwrite"]) == 2
+    assert (folder / "a.png").read_bytes() == before and notes.read_text() == "mine"
+    model = tmp_path / "m.json"
+    assert main(["fit", str(folder), "-k", "2", "-o", str(model), "-q"]) == 0
+    assert main(["fit", str(folder), "-k", "2", "-o", str(model), "-q", "--overwrite"]) == 0

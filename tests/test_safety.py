@@ -584,3 +584,17 @@ def test_already_exists_names_the_python_keyword_too(tmp_path, image):
     out = kmseg_output(tmp_path, "out.zarr", image)
     with pytest.raises(OutputError, match=r"pass --overwrite \(overwrite=True in Python\)"):
         segment(image, str(out), k=2)
+
+
+def test_zarr_temporary_files_of_a_killed_write_are_not_foreign(tmp_path, image):
+    from pipeline.outputs import foreign_entries
+
+    source = tmp_path / "in.npy"
+    np.save(source, image)
+    out = tmp_path / "out.zarr"
+    assert main(["segment", str(source), *ARGS, "-o", str(out)]) == 0
+    leftover = out / "labels" / "clusters" / f"zarr.{'0123456789abcdef' * 2}.partial"
+    leftover.write_text("{")
+    assert foreign_entries(str(out)) == []
+    (out / "labels" / "notes.partial").write_text("mine")
+    assert foreign_entries(str(out)) == ["labels/notes.partial"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import JobConfig, build_config
+from pipeline.config import JobConfig, build_config, default_of
 from pipeline.execution import open_executor
 from pipeline.model import Model
 from pipeline.plan import BatchResults, Plan, SegmentationResult, build_plan
@@ -46,6 +46,11 @@ def _execute(job: Plan, model: Model | None = None) -> BatchResults:
         raise ConfigError("give either model or shared_model, not both")
     if model is None and config.model:
         model = Model.load(config.model)
+    if model is not None and config.k != model.k and config.k != default_of("k"):
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"k: {config.k} does not apply with a model, whose k is {model.k}; "
+                          "leave k out")
     with open_executor(config) as executor:
         if model is None and config.shared_model:
             from pipeline.fit import fit_model

@@ -117,3 +117,22 @@ def test_fit_never_replaces_an_input_or_a_file_that_is_not_a_model(tmp_path):
     model = tmp_path / "m.json"
     assert main(["fit", str(folder), "-k", "2", "-o", str(model), "-q"]) == 0
     assert main(["fit", str(folder), "-k", "2", "-o", str(model), "-q", "--overwrite"]) == 0
+
+
+def test_k_given_with_a_model_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    from pipeline.cli import main
+
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    image[:, 10:] = (200, 30, 40)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    model = tmp_path / "m.json"
+    assert main(["fit", str(tmp_path / "a.png"), "-k", "2", "-o", str(model), "-q"]) == 0
+    for k in ("5", "auto"):
+        capsys.readouterr()
+        assert main(["segment", str(tmp_path / "a.png"), "--model", str(model), "-k", k,
+                     "-o", str(tmp_path / f"o{k}.zarr"), "-q"]) == 2
+        assert f"k: {k} does not apply with a model, whose k is 2" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "a.png"), "--model", str(model),
+                 "-o", str(tmp_path / "o.zarr"), "-q"]) == 0

@@ -85,6 +85,20 @@ def pixel_dtype(path: str, dtype: Any) -> np.dtype:
     return np.dtype(dtype.newbyteorder("=").str).newbyteorder("=")
 
 
+def rescaled_int_dtype(ends: Sequence[float]) -> np.dtype | None:
+    """The narrowest of int16 and int32 holding every value in ``ends`` (the ends of an
+    integer-rescaled stored range), or None when neither does.
+
+    Integer rescales (DICOM RescaleSlope/Intercept, NIfTI scl_slope/scl_inter) keep exact
+    integer values this way, so the exact engine applies.
+    """
+    for dtype in (np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if min(ends) >= info.min and max(ends) <= info.max:
+            return np.dtype(dtype)
+    return None
+
+
 def check_size(path: str, shape: Sequence[int], axes: str, max_pixels: int) -> None:
     """Refuse an image with an empty axis or more pixels than ``max_pixels``, from its header.
 

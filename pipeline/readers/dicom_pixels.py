@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut
 
 from pipeline.errors import InputError, KmsegWarning
+from pipeline.readers.common import rescaled_int_dtype
 from pipeline.readers.dicom_series import Plane, attribute
 
 #: Photometric interpretations read, and what becomes of them.
@@ -323,8 +324,4 @@ def _rescaled_dtype(
         if not (slope.is_integer() and intercept.is_integer()):
             return np.dtype(np.float32)
         ends += [lo * slope + intercept, hi * slope + intercept]
-    for dtype in (np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if min(ends) >= info.min and max(ends) <= info.max:
-            return np.dtype(dtype)
-    return np.dtype(np.float64)
+    return rescaled_int_dtype(ends) or np.dtype(np.float64)

@@ -47,6 +47,7 @@ from pipeline.readers.common import (
     file_stamp,
     local_path,
     pixel_dtype,
+    rescaled_int_dtype,
 )
 from pipeline.readers.layout import MAX_CHANNELS
 
@@ -288,11 +289,9 @@ def _scaled_dtype(raw: np.dtype, slope: float, inter: float) -> np.dtype:
     (values stay exact); else a float."""
     if raw.kind in "iu" and raw.itemsize <= 2 and slope.is_integer() and inter.is_integer():
         info = np.iinfo(raw)
-        ends = (info.min * slope + inter, info.max * slope + inter)
-        for dtype in (np.int16, np.int32):
-            out = np.iinfo(dtype)
-            if min(ends) >= out.min and max(ends) <= out.max:
-                return np.dtype(dtype)
+        found = rescaled_int_dtype((info.min * slope + inter, info.max * slope + inter))
+        if found is not None:
+            return found
     wide = raw.itemsize > 4 or (raw.kind in "iu" and raw.itemsize == 4)
     return np.dtype(np.float64 if wide else np.float32)
 

@@ -251,16 +251,32 @@ def _resumable(plan: Plan) -> bool:
 
 
 def _finished(plan: Plan) -> set[str]:
-    """Inputs an earlier run of this batch finished (their group says complete); reads only."""
+    """Inputs an earlier run of this batch finished (their group says complete); reads only.
+
+    Raises
+    ------
+    OutputError
+        A finished input whose file changed since (its recorded size and modification time):
+        resuming would mix old and new results.
+    """
     import zarr
 
+    from pipeline.readers.base import input_stamp
+
     root = zarr.open_group(plan.config.output, mode="r", zarr_format=3)
-    names = {job.name for job in plan.jobs}
+    paths = {job.name: job.path for job in plan.jobs}
     done = set()
     for name, group in root.groups():
         meta = group.attrs.get("kmseg", {})
-        if name in names and isinstance(meta, dict) and meta.get("status") == "complete":
-            done.add(name)
+        if name not in paths or not isinstance(meta, dict) or meta.get("status") != "complete":
+            continue
+        recorded = (meta.get("input") or {}).get("stamp")
+        if recorded is not None and recorded != input_stamp(paths[name]):
+            raise OutputError(
+                f"{plan.config.output}: the input {paths[name]} changed since this unfinished "
+                "batch segmented it; pass --overwrite (overwrite=True in Python) to start over"
+            )
+        done.add(name)
     return done
 
 

@@ -402,3 +402,22 @@ def test_the_fingerprint_follows_the_model_and_mask_files(tmp_path):
     mask.write_bytes(b"22")
     third = job_fingerprint(config)
     assert len({first, second, third}) == 3
+
+
+def test_resume_refuses_an_input_changed_since_it_was_segmented(tmp_path, capsys):
+    from pipeline.cli import main as cli_main
+
+    folder = tmp_path / "in"
+    write_pngs(folder, 3, size=32, noise=True)
+    out = tmp_path / "out.zarr"
+    args = ["segment", str(folder), "-k", "3", "-q", "-o", str(out)]
+    assert cli_main(args) == 0
+    root = zarr.open_group(out, mode="r+")
+    root.attrs["kmseg"] = {**root.attrs["kmseg"], "status": "incomplete"}  # as if killed
+    changed = folder / "img001.png"
+    pixels = np.asarray(Image.open(changed))
+    Image.fromarray(255 - pixels).save(changed)
+    capsys.readouterr()
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"the input {changed} changed" in err

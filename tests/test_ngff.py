@@ -14,7 +14,7 @@ def test_output_passes_ome_zarr_models_and_reads_with_ome_zarr(photos, tmp_path)
     from ome_zarr_models.v05 import Image, ImageLabel, Labels
 
     out = str(tmp_path / "out.zarr")
-    segment(photos["astronaut"], out, k=4, quiet=True, chunks=[100, 120])
+    segment(photos["astronaut"], out, k=4, quiet=True, chunks=[100, 120], pyramid_levels=4)
     group = zarr.open_group(out, mode="r")
     image = Image.from_zarr(group)
     datasets = image.attributes.ome.multiscales[0].datasets

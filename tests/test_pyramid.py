@@ -13,9 +13,10 @@ from pipeline.io.pyramid import downsample_image, even_chunks, n_levels
 
 @pytest.mark.parametrize(
     ("shape", "levels"),
-    [((32768, 32768), 10), ((127, 4000), 1), ((128, 128), 2), ((40, 1000, 1000), 4)],
+    [((32768, 32768), 8), ((127, 4000), 1), ((128, 128), 1), ((256, 256), 1), ((257, 256), 2),
+     ((512, 512), 2), ((40, 1000, 1000), 3), ((128, 20000), 2), ((64, 20000), 1)],
 )
-def test_levels_go_down_to_64_pixels(shape: tuple[int, ...], levels: int) -> None:
+def test_levels_stop_at_one_tile_or_64_pixels(shape: tuple[int, ...], levels: int) -> None:
     assert n_levels(shape, None) == levels
 
 

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.engines.keys import ValueCodec, coarsen
-from pipeline.engines.lloyd import LloydResult, kmeans_plusplus, weighted_lloyd
+from pipeline.engines.lloyd import (
+    LloydResult,
+    compiled_restarts,
+    kmeans_plusplus,
+    runs_compiled,
+    weighted_lloyd,
+)
 
 #: Restarts run on the finest binning with at most this many occupied bins.
 RESTART_ROWS = 1024
@@ -147,9 +153,22 @@ def restarts(
     found so far (within a relative 1e-9): further restarts would mostly find it again.
     """
     rng = np.random.default_rng(random_state)
+    seeds = rng.integers(0, 2**31 - 1, size=n_restarts)
+    if runs_compiled(len(X), k):
+        # The same restarts in one compiled call (see lloyd.compiled_restarts).
+        n_trials = 2 + int(np.log(k))
+        uniforms = np.stack([
+            np.random.default_rng(int(seed)).random(1 + (k - 1) * n_trials) for seed in seeds
+        ])
+        centres, costs, iters, done = compiled_restarts(
+            np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64),
+            int(k), uniforms, n_trials, int(max_iter), float(RTOL), int(enough or 0),
+        )
+        return [LloydResult(c, float(cost), int(i), bool(v))
+                for c, cost, i, v in zip(centres, costs, iters, done, strict=True)]
     out: list[LloydResult] = []
     best, hits = np.inf, 0
-    for seed in rng.integers(0, 2**31 - 1, size=n_restarts):
+    for seed in seeds:
         init = kmeans_plusplus(X, w, k, int(seed))
         result = weighted_lloyd(X, w, init, max_iter=max_iter, rtol=RTOL)
         out.append(result)

@@ -10,6 +10,9 @@ import numpy as np
 
 #: Stop adding levels once the smaller of y and x would fall below this many pixels.
 MIN_LEVEL_SIZE = 64
+#: Stop adding levels once a level fits in one tile of this many pixels a side: viewers show
+#: such a level whole, so smaller ones only cost writes (a folder of small photos gets one).
+TILE_SIZE = 256
 
 
 def n_levels(spatial_shape: tuple[int, ...], requested: int | None) -> int:
@@ -20,18 +23,22 @@ def n_levels(spatial_shape: tuple[int, ...], requested: int | None) -> int:
     spatial_shape : tuple of int
         ``(y, x)`` or ``(z, y, x)``.
     requested : int or None
-        The ``pyramid_levels`` key; ``None`` halves y and x until the smaller of them would fall
-        below :data:`MIN_LEVEL_SIZE` pixels (a 32768² image gets 10 levels, down to 64²). A
+        The ``pyramid_levels`` key; ``None`` halves y and x until the level fits in one
+        :data:`TILE_SIZE` tile (larger of y and x at most 256) or the smaller of them would fall
+        below :data:`MIN_LEVEL_SIZE` pixels (a 32768² image gets 8 levels, down to 256²; a
+        256² photo keeps one). A
         request for more levels than the image can halve to is clamped so that every level
         keeps at least 1 pixel in y and x (a 32x40 image has at most 6: 32, 16, 8, 4, 2, 1).
     """
     size = min(spatial_shape[-2:])
+    largest = max(spatial_shape[-2:])
     if requested is not None:
         # Each level halves y and x rounding down: level i has size // 2**i pixels.
         return max(1, min(int(requested), int(size).bit_length()))
     levels = 1
-    while size // 2 >= MIN_LEVEL_SIZE:
+    while size // 2 >= MIN_LEVEL_SIZE and largest > TILE_SIZE:
         size //= 2
+        largest //= 2
         levels += 1
     return levels
 

@@ -80,3 +80,30 @@ def test_single_thread_and_pool_agree(monkeypatch):
     single = assign(X, w, X[:5])
     np.testing.assert_array_equal(pooled[0], single[0])
     assert pooled[-1] == pytest.approx(single[-1], rel=1e-12)
+
+
+@pytest.mark.parametrize(("n", "k", "enough"), [(700, 4, 10), (3000, 8, None), (20_000, 4, 3)])
+def test_compiled_restarts_equal_the_python_loop(monkeypatch, n, k, enough):
+    # restarts() runs small tables in one compiled call; each restart must be the same
+    # kmeans_plusplus + weighted_lloyd as the Python loop, early stop included.
+    from pipeline.engines import tablefit
+
+    X, w = _blobs(n, seed=6)
+    compiled = tablefit.restarts(X, w, k, 12, 0, enough=enough)
+    monkeypatch.setattr(tablefit, "runs_compiled", lambda rows, k: False)
+    loop = tablefit.restarts(X, w, k, 12, 0, enough=enough)
+    assert len(compiled) == len(loop) >= 1
+    for a, b in zip(compiled, loop, strict=True):
+        np.testing.assert_allclose(a.centres, b.centres, rtol=1e-12, atol=1e-12)
+        assert a.cost == pytest.approx(b.cost, rel=1e-12)
+        assert a.n_iter == b.n_iter
+
+
+def test_compiled_and_bounded_lloyd_reach_the_same_optimum(monkeypatch):
+    X, w = _blobs(30_000, seed=7)
+    init = X[:4]
+    compiled = weighted_lloyd(X, w, init, rtol=0)
+    monkeypatch.setattr(lloyd, "runs_compiled", lambda rows, k: False)
+    bounded = weighted_lloyd(X, w, init, rtol=0)
+    np.testing.assert_allclose(compiled.centres, bounded.centres, atol=1e-9)
+    assert compiled.cost == pytest.approx(bounded.cost, rel=1e-10)

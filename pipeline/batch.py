@@ -182,8 +182,17 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     # most two windows are in flight.
     ahead = ThreadPoolExecutor(1, thread_name_prefix="kmseg-fit")
     pending: tuple[list[Working], Future] | None = None
+    windows = _windows(todo, config)
     try:
-        for window in _windows(todo, config):
+        while True:
+            try:
+                window = next(windows)
+            except StopIteration:
+                break
+            except Exception:
+                if pending is not None:  # stop as a sequential run: inputs before are done
+                    write(*pending)
+                raise
             fitting = ahead.submit(_fit_window, plan, inner, window, model)
             if pending is not None:
                 write(*pending)
@@ -353,16 +362,20 @@ def _windows(jobs: list[InputJob], config: JobConfig) -> Iterator[list[Working]]
     window: list[Working] = []
     pixels = 0
     for job in jobs:
+        if len(window) >= config.batch_inputs:
+            yield window
+            window, pixels = [], 0
         working = Working(job)
         try:
             with _naming(job):
                 working.source = job.open(config)
         except (InputError, OSError, ValueError) as exc:
             if config.on_error != "continue" or isinstance(exc, OutputError):
+                if window:  # stop after the inputs before this one, as they come first
+                    yield window
                 raise
             working.error = _one_line(exc)
-        full = len(window) >= config.batch_inputs or pixels + working.pixels > WINDOW_PIXELS
-        if window and full:
+        if window and pixels + working.pixels > WINDOW_PIXELS:
             yield window
             window, pixels = [], 0
         window.append(working)

@@ -116,7 +116,10 @@ def _kmeanspp(X, w, k, uniform, n_trials):  # pragma: no cover - compiled
     closest = np.empty(n)
     cum = np.cumsum(w)
     first = min(np.searchsorted(cum, uniform[0] * cum[-1], side="right"), n - 1)
-    centres[0] = X[first]
+    # Arrays are copied element by element: Numba compiles an array-to-slice assignment with
+    # its shape-mismatch message (string formatting), about 1.5 s of first-run compile time.
+    for f in range(d):
+        centres[0, f] = X[first, f]
     for i in range(n):
         s = 0.0
         for f in range(d):
@@ -143,9 +146,12 @@ def _kmeanspp(X, w, k, uniform, n_trials):  # pragma: no cover - compiled
             if total < best_pot:
                 best_pot = total
                 best = cand
-                best_dist[:] = cand_dist
-        centres[c] = X[best]
-        closest[:] = best_dist
+                for i in range(n):
+                    best_dist[i] = cand_dist[i]
+        for f in range(d):
+            centres[c, f] = X[best, f]
+        for i in range(n):
+            closest[i] = best_dist[i]
     return centres
 
 
@@ -340,7 +346,12 @@ def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
         sums[:] = 0.0
         wsum[:] = 0.0
         _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
-        if np.array_equal(old, labels):
+        same = True  # a loop, not np.array_equal: ~0.3 s less first-run compile time
+        for i in range(n):
+            if old[i] != labels[i]:
+                same = False
+                break
+        if same:
             converged = True
             break
     C = _update_compiled(C, sums, wsum, X, dist)
@@ -362,7 +373,8 @@ def _update_compiled(C, sums, wsum, X, far):  # pragma: no cover - compiled
         r = 0
         for j in range(C.shape[0]):
             if wsum[j] <= 0 and r < len(rows):
-                new[j] = X[rows[r]]
+                for f in range(C.shape[1]):  # not new[j] = X[...]: see _kmeanspp
+                    new[j, f] = X[rows[r], f]
                 r += 1
     return new
 

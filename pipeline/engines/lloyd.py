@@ -110,12 +110,31 @@ def _bounded_pass(
 
 
 @numba.njit(nogil=True, cache=True)
+def _search_right(a, v):  # pragma: no cover - compiled
+    # np.searchsorted(a, v, side="right"), the same binary search, without compiling Numba's
+    # generic version (several functions, ~0.25 s of first-run compile time).
+    lo = 0
+    hi = len(a)
+    while lo < hi:
+        mid = lo + ((hi - lo) >> 1)
+        if a[mid] <= v or np.isnan(v):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(nogil=True, cache=True)
 def _kmeanspp(X, w, k, uniform, n_trials):  # pragma: no cover - compiled
     n, d = X.shape
     centres = np.empty((k, d))
     closest = np.empty(n)
-    cum = np.cumsum(w)
-    first = min(np.searchsorted(cum, uniform[0] * cum[-1], side="right"), n - 1)
+    pot = np.empty(n)  # running sums, as np.cumsum (in a loop: less to compile)
+    acc = 0.0
+    for i in range(n):
+        acc += w[i]
+        pot[i] = acc
+    first = min(_search_right(pot, uniform[0] * pot[-1]), n - 1)
     # Arrays are copied element by element: Numba compiles an array-to-slice assignment with
     # its shape-mismatch message (string formatting), about 1.5 s of first-run compile time.
     for f in range(d):
@@ -129,12 +148,15 @@ def _kmeanspp(X, w, k, uniform, n_trials):  # pragma: no cover - compiled
     cand_dist = np.empty(n)
     best_dist = np.empty(n)
     for c in range(1, k):
-        pot = np.cumsum(w * closest)
+        acc = 0.0
+        for i in range(n):
+            acc += w[i] * closest[i]
+            pot[i] = acc
         best_pot = np.inf
         best = 0
         for trial in range(n_trials):
             r = uniform[1 + (c - 1) * n_trials + trial] * pot[-1]
-            cand = min(np.searchsorted(pot, r, side="right"), n - 1)
+            cand = min(_search_right(pot, r), n - 1)
             total = 0.0
             for i in range(n):
                 s = 0.0

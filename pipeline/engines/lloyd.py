@@ -381,6 +381,11 @@ def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def _argsort(far):  # pragma: no cover - compiled
+    return np.argsort(far)
+
+
+@numba.njit(cache=True)  # called only from kernels, which release the GIL (nogil=True)
 def _update_compiled(C, sums, wsum, X, far):  # pragma: no cover - compiled
     new = C.copy()
     n_empty = 0
@@ -391,7 +396,12 @@ def _update_compiled(C, sums, wsum, X, far):  # pragma: no cover - compiled
         else:
             n_empty += 1
     if n_empty:
-        rows = np.argsort(far)[::-1]
+        # Rare (a cluster lost all its rows): the same compiled sort, called through the
+        # interpreter so that it is compiled only when first needed (about 1 s of compile
+        # time that most first runs never use).
+        with numba.objmode(order="intp[::1]"):
+            order = _argsort(far)
+        rows = order[::-1]
         r = 0
         for j in range(C.shape[0]):
             if wsum[j] <= 0 and r < len(rows):

@@ -1,13 +1,17 @@
-"""Compiled kernels that copy, add and skip rows element by element (for compile time), on
-hand-made tables with known results."""
+"""Kernels written for a short first compile (rows copied and added element by element, loops
+instead of library calls, the empty-cluster sort outside the Lloyd kernel), on hand-made inputs
+with known results."""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from pipeline.engines.bins import _merge_bins, _rehash
 from pipeline.engines.counting import count_sorted
+from pipeline.engines.lloyd import _kmeanspp, _lloyd_compiled, _update_compiled
 
 
 def test_merge_bins_copies_and_adds_whole_rows():
@@ -71,3 +75,40 @@ def test_radix_sort_skips_a_digit_every_key_shares(keys, uniq, counts):
     got_keys, got_counts = count_sorted(np.array(keys, dtype=np.uint32), 24)
     np.testing.assert_array_equal(got_keys, uniq)
     np.testing.assert_array_equal(got_counts, counts)
+
+
+def test_update_moves_empty_clusters_to_the_farthest_rows():
+    C = np.array([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0]])
+    sums = np.array([[2.0, 4.0], [0.0, 0.0], [0.0, 0.0]])
+    wsum = np.array([2.0, 0.0, 0.0])
+    X = np.array([[1.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]])
+    far = np.array([0.5, 3.0, 1.0, 2.0])
+    new = _update_compiled(C, sums, wsum, X, far)
+    # Centre 0: its mean; the empty centres 1 and 2: the rows farthest from their centres.
+    np.testing.assert_array_equal(new, [[1.0, 2.0], [2.0, 3.0], [6.0, 7.0]])
+
+
+def test_lloyd_with_an_empty_cluster_in_threads():
+    # The third start centre gets no row; it moves to the farthest row (5.2, 5) and keeps it.
+    X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.2, 5.0]])
+    w = np.ones(4)
+    start = np.array([[0.0, 0.0], [5.0, 5.0], [100.0, 100.0]])
+    with ThreadPoolExecutor(2) as pool:  # the kernels release the GIL; the sort takes it
+        results = list(pool.map(lambda _: _lloyd_compiled(X, w, start.copy(), 300, 1e-6),
+                                range(4)))
+    for centres, _, converged in results:
+        np.testing.assert_allclose(centres, [[0.05, 0.0], [5.0, 5.0], [5.2, 5.0]], atol=1e-12)
+        assert converged
+
+
+def test_kmeanspp_samples_by_running_sums():
+    # Weights 1, 2, 3, 4: running sums 1, 3, 6, 10. The first draw 0.35 * 10 = 3.5 falls in
+    # row 2 (3 <= 3.5 < 6), a draw exactly on a sum goes to the next row (side="right").
+    X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    w = np.array([1.0, 2.0, 3.0, 4.0])
+    centres = _kmeanspp(X, w, 1, np.array([0.35]), 1)
+    np.testing.assert_array_equal(centres, [[2.0]])
+    centres = _kmeanspp(X, w, 1, np.array([0.3]), 1)
+    np.testing.assert_array_equal(centres, [[2.0]])
+    centres = _kmeanspp(X, w, 1, np.array([0.0]), 1)
+    np.testing.assert_array_equal(centres, [[0.0]])

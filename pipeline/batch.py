@@ -38,7 +38,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,7 @@ import dask.array as da
 import numpy as np
 
 from pipeline import __version__, warn
-from pipeline.blocks import spatial_block_keys
+from pipeline.blocks import spatial_block_keys, tree_merge
 from pipeline.chunking import (
     CLUSTER_CHUNK_BYTES,
     choose_chunks,
@@ -62,11 +62,15 @@ from pipeline.execution import Executor, uses_cluster
 from pipeline.features import FeatureSpec, make_feature_spec, needs_data_range
 from pipeline.io.colours import label_rgb
 from pipeline.io.ngff import (
+    LABEL_NAME,
+    Node,
     SpatialMeta,
+    create_nodes,
+    image_pyramid_nodes,
     label_colours,
+    label_pyramid_nodes,
+    labels_group_node,
     omero_for,
-    write_image_pyramid,
-    write_label_pyramid,
 )
 from pipeline.io.pyramid import n_levels
 from pipeline.labels import NearestCentreLabeller, cluster_stats, label_image, palette, recolour
@@ -162,15 +166,42 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     results: dict[str, SegmentationResult] = {}
     failed: list[FailedInput] = []
     pixels_done = 0
+
+    def write(window: list[Working], fitting: Future) -> None:
+        nonlocal pixels_done
+        warnings_from = fitting.result()
+        _write_window(plan, inner, root, window, failed, results, warnings_from)
+        pixels_done += sum(w.pixels for w in window if w.error is None)
+        if bar is not None:
+            bar.update(len(window))
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix_str(f"{pixels_done / elapsed / 1e6:.2f} Mpx/s")
+
+    # Window n + 1 is opened and fitted (a thread) while window n is written (this thread):
+    # fits are mostly compiled code, writes mostly Python, so the two share the cores; at
+    # most two windows are in flight.
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="kmseg-fit")
+    pending: tuple[list[Working], Future] | None = None
+    windows = _windows(todo, config)
     try:
-        for window in _windows(todo, config):
-            _run_window(plan, inner, root, window, model, failed, results)
-            pixels_done += sum(w.pixels for w in window if w.error is None)
-            if bar is not None:
-                bar.update(len(window))
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix_str(f"{pixels_done / elapsed / 1e6:.2f} Mpx/s")
+        while True:
+            try:
+                window = next(windows)
+            except StopIteration:
+                break
+            except Exception:
+                if pending is not None:  # stop as a sequential run: inputs before are done
+                    write(*pending)
+                raise
+            fitting = ahead.submit(_fit_window, plan, inner, window, model)
+            if pending is not None:
+                write(*pending)
+            pending = (window, fitting)
+        if pending is not None:
+            write(*pending)
     finally:
+        # After an error, a window not yet fitting is dropped and the one fitting ends first.
+        ahead.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
     if plan.grouped:
@@ -331,16 +362,20 @@ def _windows(jobs: list[InputJob], config: JobConfig) -> Iterator[list[Working]]
     window: list[Working] = []
     pixels = 0
     for job in jobs:
+        if len(window) >= config.batch_inputs:
+            yield window
+            window, pixels = [], 0
         working = Working(job)
         try:
             with _naming(job):
                 working.source = job.open(config)
         except (InputError, OSError, ValueError) as exc:
             if config.on_error != "continue" or isinstance(exc, OutputError):
+                if window:  # stop after the inputs before this one, as they come first
+                    yield window
                 raise
             working.error = _one_line(exc)
-        full = len(window) >= config.batch_inputs or pixels + working.pixels > WINDOW_PIXELS
-        if window and full:
+        if window and pixels + working.pixels > WINDOW_PIXELS:
             yield window
             window, pixels = [], 0
         window.append(working)
@@ -425,8 +460,9 @@ def _report_failures(window: list[Working], failed: list[FailedInput], config: J
 # -- the stages of one window -------------------------------------------------------------
 
 
-def _run_window(plan: Plan, executor: Executor, root: Any, window: list[Working], model: Any,
-                failed: list[FailedInput], results: dict[str, SegmentationResult]) -> None:
+def _fit_window(plan: Plan, executor: Executor, window: list[Working], model: Any) -> int:
+    """Everything of a window up to its centres and label order; returns where its warnings
+    start in :func:`pipeline.warn.recorded`."""
     config = plan.config
     warnings_from = len(warn.recorded())
     _each(window, config, lambda w: _prepare(w, config, model, executor))
@@ -436,8 +472,14 @@ def _run_window(plan: Plan, executor: Executor, root: Any, window: list[Working]
     else:
         _each(window, config, lambda w: _apply_model(w, model))
     _order(window, config, executor, model)
+    return warnings_from
+
+
+def _write_window(plan: Plan, executor: Executor, root: Any, window: list[Working],
+                  failed: list[FailedInput], results: dict[str, SegmentationResult],
+                  warnings_from: int) -> None:
     _write(plan, window, executor, root, results, warnings_from)
-    _report_failures(window, failed, config, root)
+    _report_failures(window, failed, plan.config, root)
 
 
 def _params(config: JobConfig) -> FitParams:
@@ -671,14 +713,12 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
     stats: dict[int, Any] = {}
     measured: dict[int, Any] = {}
 
+    nodes: dict[int, list[Node]] = {}
+    counting: dict[int, Any] = {}
+
     def build(w: Working) -> None:
-        root = lazy_root.get()
-        if w.job.group is None:
-            group = root
-            group.attrs["kmseg"] = {"version": __version__, "status": "incomplete"}
-        else:
-            # A group without "status": "complete" is unfinished (see _open_root).
-            group = root.create_group(w.job.group, overwrite=True)
+        # Only plans the groups and arrays; they are created for the whole window at once.
+        path = w.job.group or ""
         centres = w.fit.centres
         labels = label_image(w.image, w.spec, _labeller(w), len(centres))
         table = palette(w.spec, centres, w.source.dtype, w.fit.values)
@@ -690,30 +730,46 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
             axes=w.source.axes.replace("c", ""), spacing=w.source.spacing, unit=w.source.unit
         )
         levels = n_levels(w.source.spatial_shape, config.pyramid_levels)
-        own = write_image_pyramid(group, recoloured, spatial, levels, name=w.job.name,
-                                  channel_first=True,
-                                  omero=omero_for(w.source, plain_spec, centres))
-        own += write_label_pyramid(group, labels, spatial, levels,
-                                   label_colours(_display_rgb(w.spec, centres)))
+        # A group without "status": "complete" is unfinished (see _open_root); a single
+        # output's root says so itself.
+        own = image_pyramid_nodes(
+            path, recoloured, spatial, levels, name=w.job.name,
+            omero=omero_for(w.source, plain_spec, centres),
+            attributes=(None if path else {"kmseg": {"version": __version__,
+                                                      "status": "incomplete"}}),
+            overwrite=bool(path),
+        )
+        names, mask_nodes = [LABEL_NAME], []
         if w.mask is not None:
-            from pipeline.mask import mask_count, write_mask_pyramid
+            from pipeline.mask import MASK_LABEL, mask_count, mask_pyramid_nodes
 
-            own += write_mask_pyramid(group, w.mask, spatial, levels)
+            names.append(MASK_LABEL)
+            mask_nodes = mask_pyramid_nodes(path, w.mask, spatial, levels)
             if w.mask.fraction is None:
-                own.append(mask_count(w.mask))
-        tasks[id(w)] = own
+                counting[id(w)] = mask_count(w.mask)
+        own.append(labels_group_node(path, names))
+        own += label_pyramid_nodes(path, labels, spatial, levels,
+                                   label_colours(_display_rgb(w.spec, centres)))
+        own += mask_nodes
+        nodes[id(w)] = own
         measured[id(w)] = class_value_stats(plain, labels, plain_spec.channels, len(centres))
         stats[id(w)] = (w.fit.stats if w.fit.stats is not None
                         else cluster_stats(w.image, labels, w.spec, centres))
 
     _each([w for w in window if w.fit is not None], config, build)
-    live = [w for w in _live(window) if id(w) in tasks]
+    live = [w for w in _live(window) if id(w) in nodes]
+    stores = iter(create_nodes(lazy_root.get(), [n for w in live for n in nodes[id(w)]]))
+    for w in live:
+        tasks[id(w)] = [next(stores) for n in nodes[id(w)] if n.array is not None]
+        if id(w) in counting:
+            tasks[id(w)].append(counting[id(w)])
     lazy = [(w, (stats[id(w)], measured[id(w)], *tasks[id(w)])) for w in live]
     computed = _compute(executor, config, [(w, dask.delayed(list)(list(v))) for w, v in lazy],
                         "labelling and writing")
     write_s = time.perf_counter() - t0
     lines = warn.recorded()[warnings_from:]
     paths = [w.job.path for w in window]
+    finished: list[Node] = []
     for w, value in computed:
         stat, values = value[0], value[1]
         w.timings["label_write_s"] = write_s
@@ -721,10 +777,10 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
         inside = int(value[-1]) if w.mask is not None and w.mask.fraction is None else None
         result = _result(config, w, np.asarray(stat), np.asarray(values),
                          warn.for_input(lines, w.job.path, paths), inside)
-        root = lazy_root.get()
-        group = root if w.job.group is None else root[w.job.group]
-        group.attrs["kmseg"] = result.metadata
+        finished.append(Node(w.job.group or "", {"kmseg": result.metadata}, update=True))
         results[w.job.name] = result
+    # Written last, once every pixel is: each input's "status": "complete" (one round trip).
+    create_nodes(lazy_root.get(), finished)
 
 
 def data_range(image: da.Array, spec: FeatureSpec, split_every: int = 16):
@@ -732,11 +788,8 @@ def data_range(image: da.Array, spec: FeatureSpec, split_every: int = 16):
     exact Python ints for integers."""
     spatial_ndim = len(spec.spatial_shape)
     block = dask.delayed(_block_range, pure=True)
-    merge = dask.delayed(merge_ranges, pure=True)
     parts = [block(b, spec) for b in spatial_block_keys(image, spatial_ndim)]
-    while len(parts) > 1:
-        parts = [merge(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
-    return parts[0]
+    return tree_merge(parts, merge_ranges, split_every)
 
 
 def _block_range(block: np.ndarray, spec: FeatureSpec) -> tuple[float, float] | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import dask
 import dask.array as da
 
 
@@ -31,3 +33,17 @@ def spatial_block_keys(image: da.Array, spatial_ndim: int) -> list:
         full = index + (0,) * (image.ndim - spatial_ndim)
         out.append(delayed[full])
     return out
+
+
+def tree_merge(parts: list[Any], merge: Callable[..., Any], split_every: int = 16) -> Any:
+    """One delayed value merging the delayed ``parts`` by ``merge(*some)``, ``split_every``
+    at a time (a tree, so no task takes more than ``split_every`` inputs); a single part is
+    returned as it is.
+
+    Cheaper to build than stacking the parts into a Dask array and reducing it: a folder of
+    small images builds one such graph per image.
+    """
+    step = dask.delayed(merge, pure=True)
+    while len(parts) > 1:
+        parts = [step(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
+    return parts[0]

@@ -12,7 +12,7 @@ import dask.array as da
 import numba
 import numpy as np
 
-from pipeline.blocks import block_origins, spatial_block_keys
+from pipeline.blocks import block_origins, spatial_block_keys, tree_merge
 from pipeline.features import FeatureSpec, dtype_range
 
 #: Rows per batch in nearest-centre search, bounding the (rows, k) distance matrix.
@@ -220,9 +220,13 @@ def cluster_stats(
     lab_blocks = spatial_block_keys(labels, spatial_ndim)
     stat = dask.delayed(_block_stats, pure=True)
     parts = [
-        da.from_delayed(stat(b, lb, spec, centres, origin), shape=(2, k + 1), dtype=np.float64)
+        stat(b, lb, spec, centres, origin)
         for b, lb, (_, origin, _) in zip(
             img_blocks, lab_blocks, block_origins(image, spatial_ndim), strict=True
         )
     ]
-    return da.stack(parts).sum(axis=0, split_every=16)
+    return da.from_delayed(tree_merge(parts, _sum_tables), shape=(2, k + 1), dtype=np.float64)
+
+
+def _sum_tables(*tables: np.ndarray) -> np.ndarray:
+    return np.sum(tables, axis=0)

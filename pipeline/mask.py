@@ -600,24 +600,51 @@ def mask_count(mask: Mask) -> da.Array:
     return mask.array.sum(dtype=np.int64)
 
 
-def write_mask_pyramid(image_group: Any, mask: Mask, spatial: Any, n_levels: int) -> list[Any]:
-    """Create ``labels/mask`` next to ``labels/clusters`` and return lazy store tasks.
+#: Colours of the mask label image: 1 (inside) white and half transparent, 0 transparent.
+MASK_COLOURS = [{"label-value": 0, "rgba": [0, 0, 0, 0]},
+                {"label-value": 1, "rgba": [255, 255, 255, 128]}]
 
-    Same pyramid as the cluster labels (:func:`pipeline.io.ngff.write_label_pyramid`, which
-    also lists it in the ``labels`` group); label 1 (inside) is drawn white and half
-    transparent, 0 transparent.
+
+def mask_pyramid_nodes(path: str, mask: Mask, spatial: Any, n_levels: int) -> list[Any]:
+    """The label image ``labels/mask`` of the image at ``path``, next to ``labels/clusters``
+    (nodes for :func:`pipeline.io.ngff.create_nodes`; the ``labels`` group must list it).
+
+    Same pyramid as the cluster labels (:func:`pipeline.io.ngff.label_pyramid_nodes`).
     """
+    from pipeline.io.ngff import label_pyramid_nodes
+
+    return label_pyramid_nodes(path, mask_labels(mask), spatial, n_levels, MASK_COLOURS,
+                               name=MASK_LABEL)
+
+
+def write_mask_pyramid(image_group: Any, mask: Mask, spatial: Any, n_levels: int) -> list[Any]:
+    """Create ``labels/mask`` next to ``labels/clusters`` and return lazy store tasks
+    (:func:`pipeline.io.ngff.write_label_pyramid`, which also lists it in ``labels``)."""
     from pipeline.io.ngff import write_label_pyramid
 
-    colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]},
-               {"label-value": 1, "rgba": [255, 255, 255, 128]}]
     return write_label_pyramid(
-        image_group, mask_labels(mask), spatial, n_levels, colours, name=MASK_LABEL
+        image_group, mask_labels(mask), spatial, n_levels, MASK_COLOURS, name=MASK_LABEL
     )
 
 
 __all__ = [
-    "AUTO", "Mask", "apply_mask", "auto_mask", "auto_method", "body_mask", "check_shapes",
-    "exact_fraction", "file_mask", "mask_count", "mask_labels", "mask_path", "nearest_index",
-    "open_mask", "strided", "tissue_mask", "upsampled", "write_mask_pyramid",
+    "AUTO",
+    "Mask",
+    "apply_mask",
+    "auto_mask",
+    "auto_method",
+    "body_mask",
+    "check_shapes",
+    "exact_fraction",
+    "file_mask",
+    "mask_count",
+    "mask_labels",
+    "mask_path",
+    "mask_pyramid_nodes",
+    "nearest_index",
+    "open_mask",
+    "strided",
+    "tissue_mask",
+    "upsampled",
+    "write_mask_pyramid",
 ]

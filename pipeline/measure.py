@@ -25,7 +25,7 @@ import dask.array as da
 import numba
 import numpy as np
 
-from pipeline.blocks import block_origins, spatial_block_keys
+from pipeline.blocks import spatial_block_keys, tree_merge
 
 #: Size in metres of each OME-NGFF length unit kmseg can measure in.
 UNIT_METRES: dict[str, float] = {
@@ -181,27 +181,31 @@ def class_value_stats(
     """
     spatial_ndim = labels.ndim
     n_channels = max(1, len(channels)) if image.ndim > spatial_ndim else 1
-    width = stats_columns(n_channels)
     task = dask.delayed(block_value_stats, pure=True)
     channels = tuple(int(c) for c in channels)
     parts = [
-        da.from_delayed(task(b, lb, channels, k), shape=(k + 1, width), dtype=np.float64)
-        for b, lb, _ in zip(
+        task(b, lb, channels, k)
+        for b, lb in zip(
             spatial_block_keys(image, spatial_ndim),
             spatial_block_keys(labels, spatial_ndim),
-            block_origins(image, spatial_ndim),
             strict=True,
         )
     ]
-    stacked = da.stack(parts)
-    return da.concatenate(
-        [
-            stacked[..., : 1 + n_channels].sum(axis=0, split_every=16),
-            stacked[..., 1 + n_channels : 1 + 2 * n_channels].min(axis=0, split_every=16),
-            stacked[..., 1 + 2 * n_channels :].max(axis=0, split_every=16),
-        ],
-        axis=-1,
-    )
+    merged = tree_merge(parts, lambda *tables: merge_value_stats(tables, n_channels))
+    return da.from_delayed(merged, shape=(k + 1, stats_columns(n_channels)), dtype=np.float64)
+
+
+def merge_value_stats(tables: Sequence[np.ndarray], n_channels: int) -> np.ndarray:
+    """Merge value-statistics tables of disjoint pixels (counts and sums add, min, max)."""
+    out = np.array(tables[0], dtype=np.float64)
+    for t in tables[1:]:
+        out[:, : 1 + n_channels] += t[:, : 1 + n_channels]
+        np.minimum(out[:, 1 + n_channels : 1 + 2 * n_channels],
+                   t[:, 1 + n_channels : 1 + 2 * n_channels],
+                   out=out[:, 1 + n_channels : 1 + 2 * n_channels])
+        np.maximum(out[:, 1 + 2 * n_channels :], t[:, 1 + 2 * n_channels :],
+                   out=out[:, 1 + 2 * n_channels :])
+    return out
 
 
 def voxel_size(

@@ -120,3 +120,47 @@ def test_a_second_label_image_is_listed_and_strict(tmp_path, rng):
     mask_attrs = root["labels/mask"].attrs.asdict()
     ngff_zarr.validate(mask_attrs, version="0.5", model="label", strict=True)
     np.testing.assert_array_equal(root["labels/mask/1"][...], mask.compute()[::2, ::2])
+
+
+def test_nodes_of_many_images_are_created_at_once(tmp_path, rng):
+    """``create_nodes`` takes the nodes of several images in any order: parents are created
+    before children, the root's attributes are merged, and every image passes the models."""
+    import random
+
+    import dask.array as da
+    from ome_zarr_models.v05 import Image, ImageLabel
+
+    from pipeline.io.ngff import (
+        Node,
+        SpatialMeta,
+        create_nodes,
+        image_pyramid_nodes,
+        label_pyramid_nodes,
+        labels_group_node,
+    )
+
+    root = zarr.open_group(str(tmp_path / "many.zarr"), mode="w")
+    root.attrs["kept"] = 1
+    spatial = SpatialMeta("yx", (0.5, 0.5), "micrometer")
+    colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}, {"label-value": 1, "rgba": [9, 9, 9, 255]}]
+    truth = {}
+    nodes = [Node("", {"added": 2}, update=True)]
+    for name in ("a", "b", "c"):
+        image = rng.integers(0, 255, size=(3, 40, 30), dtype=np.uint8)
+        labels = rng.integers(0, 2, size=(40, 30), dtype=np.uint8)
+        truth[name] = (image, labels)
+        nodes += image_pyramid_nodes(name, da.from_array(image), spatial, 2, name=name,
+                                     attributes={"mine": name})
+        nodes.append(labels_group_node(name, ["clusters"]))
+        nodes += label_pyramid_nodes(name, da.from_array(labels), spatial, 2, colours)
+    random.Random(0).shuffle(nodes)
+    da.compute(*create_nodes(root, nodes))
+    assert dict(root.attrs) == {"kept": 1, "added": 2}
+    for name, (image, labels) in truth.items():
+        group = zarr.open_group(str(tmp_path / "many.zarr"), mode="r")[name]
+        assert group.attrs["mine"] == name
+        Image.from_zarr(group)
+        ImageLabel.from_zarr(group["labels/clusters"])
+        np.testing.assert_array_equal(group["0"][...], image)
+        np.testing.assert_array_equal(group["labels/clusters/0"][...], labels)
+        np.testing.assert_array_equal(group["labels/clusters/1"][...], labels[::2, ::2])

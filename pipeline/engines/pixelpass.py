@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from pipeline.blocks import block_origins, spatial_block_keys
-from pipeline.engines.lloyd import _row_distances
+from pipeline.engines.lloyd import BLOCK_ROWS, block_buffers, nearest_rows
 from pipeline.features import FeatureSpec
 from pipeline.labels import label_dtype
 
@@ -24,46 +24,33 @@ from pipeline.labels import label_dtype
 SUM_BITS = 30
 
 
-@numba.njit(nogil=True, fastmath=True, cache=True, inline="always")
-def _nearest(feats, i, Ct, dj):  # pragma: no cover - compiled
-    # (index, squared distance) of the centre nearest to row i (centres as columns of Ct);
-    # the first of equally near centres wins.
-    _row_distances(feats, i, Ct, dj)
-    best = dj[0]
-    bj = 0
-    for j in range(1, dj.shape[0]):
-        if dj[j] < best:
-            best = dj[j]
-            bj = j
-    return bj, best
-
-
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _lloyd_block(feats, valid, Ct, counts, sums, sse):  # pragma: no cover - compiled
-    n = feats.shape[0]
-    d, k = Ct.shape
+    n, d = feats.shape
     one = float(1 << 30)  # SUM_BITS
-    dj = np.empty(k)
-    for i in range(n):
-        if not valid[i]:
-            continue
-        bj, best = _nearest(feats, i, Ct, dj)
-        counts[bj] += 1
-        sse[bj] += best
-        for f in range(d):
-            sums[bj, f] += np.int64(np.rint(np.float64(feats[i, f]) * one))
+    xb, dj, best, bj = block_buffers(d)
+    for start in range(0, n, BLOCK_ROWS):
+        m = min(n, start + BLOCK_ROWS) - start
+        nearest_rows(feats, start, m, Ct, xb, dj, best, bj)
+        for b in range(m):
+            if not valid[start + b]:
+                continue
+            a = bj[b]
+            counts[a] += 1
+            sse[a] += best[b]
+            for f in range(d):
+                sums[a, f] += np.int64(np.rint(xb[f, b] * one))
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _nearest_labels(feats, valid, Ct, out):  # pragma: no cover - compiled
-    n = feats.shape[0]
-    dj = np.empty(Ct.shape[1])
-    for i in range(n):
-        if not valid[i]:
-            out[i] = 0
-            continue
-        bj, _ = _nearest(feats, i, Ct, dj)
-        out[i] = bj + 1
+    n, d = feats.shape
+    xb, dj, best, bj = block_buffers(d)
+    for start in range(0, n, BLOCK_ROWS):
+        m = min(n, start + BLOCK_ROWS) - start
+        nearest_rows(feats, start, m, Ct, xb, dj, best, bj)
+        for b in range(m):
+            out[start + b] = bj[b] + 1 if valid[start + b] else 0
 
 
 def block_lloyd(block: np.ndarray, spec: FeatureSpec, centres: np.ndarray, origin) -> tuple:

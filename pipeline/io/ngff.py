@@ -207,6 +207,241 @@ def level_chunks(
     return tuple(out)
 
 
+@dataclass
+class Node:
+    """A Zarr group or array to create below a root group (see :func:`create_nodes`).
+
+    Attributes
+    ----------
+    path : str
+        Path below the root; ``""`` is the root itself, whose attributes are updated.
+    attributes : dict
+        Attributes written with the node (merged into the existing ones when ``update``).
+    array : dict or None
+        ``create_array`` arguments (shape, dtype, chunks, ...); ``None`` for a group.
+    source : dask.array.Array or None
+        The pixels to store in the array.
+    update : bool
+        The group exists: only its attributes are updated.
+    overwrite : bool
+        Replace whatever is at ``path`` (only for groups kmseg itself is rewriting).
+    """
+
+    path: str
+    attributes: dict[str, Any]
+    array: dict[str, Any] | None = None
+    source: da.Array | None = None
+    update: bool = False
+    overwrite: bool = False
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def image_pyramid_nodes(
+    path: str,
+    image: da.Array,
+    spatial: SpatialMeta,
+    n_levels: int,
+    *,
+    name: str,
+    omero: Omero | dict[str, Any] | None = None,
+    attributes: dict[str, Any] | None = None,
+    update: bool = False,
+    overwrite: bool = False,
+) -> list[Node]:
+    """The group and level arrays of a multiscale image at ``path`` (nothing is created).
+
+    Parameters
+    ----------
+    path : str
+        The image group below the root (``""``: the root, which must exist).
+    image : dask.array.Array
+        ``(c, [z,] y, x)`` with a channel axis, ``([z,] y, x)`` without one (grey images and
+        volumes are stored without a ``c`` axis).
+    spatial : SpatialMeta
+        Spatial axes, spacing and unit.
+    n_levels : int
+        Pyramid levels including full resolution (see :func:`pipeline.io.pyramid.n_levels`).
+    name : str
+        Name of the multiscale image.
+    omero : Omero or dict, optional
+        Rendering settings (see :func:`image_omero`), written beside the multiscales so viewers
+        show the channels in their colours.
+    attributes : dict, optional
+        Further attributes of the group (kmseg's own).
+    update, overwrite : bool
+        As :class:`Node`, for the group.
+
+    Returns
+    -------
+    list of Node
+        The group first, then one array per level with its lazy pixels.
+    """
+    spatial_ndim = len(spatial.axes)
+    with_channel = image.ndim > spatial_ndim
+    space = slice(image.ndim - spatial_ndim, None)
+    axes = _axes(spatial, with_channel)
+    if isinstance(omero, dict):
+        omero = Omero.model_validate(omero)
+    ome = ImageAttrs(
+        version=NGFF_VERSION,
+        multiscales=[multiscale(name, spatial, n_levels, with_channel, IMAGE_DOWNSAMPLING)],
+        **({"omero": omero} if omero else {}),
+    )
+    nodes = [Node(path, {**(attributes or {}), "ome": _attrs(ome)}, update=update or not path,
+                  overwrite=overwrite)]
+    level_image = image
+    for level in range(n_levels):
+        if level:
+            level_image = downsample_image(level_image)
+        chunks = level_chunks(
+            tuple(c[0] for c in image.chunks[space]),
+            level_image.shape[space],
+            level,
+            spatial_ndim,
+        )
+        chunks = ((image.shape[0],) if with_channel else ()) + chunks
+        nodes.append(Node(_join(path, str(level)), {}, _array_arguments(
+            level_image.shape, level_image.dtype, chunks, [a.name for a in axes]
+        ), level_image))
+    return nodes
+
+
+def _array_arguments(
+    shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...], dimension_names: list[str]
+) -> dict[str, Any]:
+    return {
+        "shape": shape,
+        "dtype": dtype,
+        "chunks": chunks,
+        "fill_value": 0,
+        "compressors": output_compressors(),
+        "config": _ARRAY_CONFIG,
+        "dimension_names": dimension_names,
+    }
+
+
+def labels_group_node(path: str, names: Sequence[str], *, update: bool = False) -> Node:
+    """The ``labels`` group of the image at ``path``, listing the label images ``names``."""
+    return Node(_join(path, "labels"),
+                {"ome": _attrs(LabelsAttrs(version=NGFF_VERSION, labels=list(names)))},
+                update=update)
+
+
+def label_pyramid_nodes(
+    path: str,
+    labels: da.Array,
+    spatial: SpatialMeta,
+    n_levels: int,
+    colours: Sequence[Color | dict[str, Any]],
+    *,
+    name: str = LABEL_NAME,
+) -> list[Node]:
+    """The label image ``labels/<name>`` of the image at ``path`` and its level arrays.
+
+    The ``labels`` group that lists it is :func:`labels_group_node`. All label images share
+    the image's levels and chunks.
+
+    Parameters
+    ----------
+    path : str
+        The image group the labels belong to (their ``source``), below the root.
+    labels : dask.array.Array
+        ``([z,] y, x)`` integer labels, 0 = no data, 1..k = clusters.
+    spatial : SpatialMeta
+        Spatial axes, spacing and unit (the image's).
+    n_levels : int
+        Pyramid levels, the image's number.
+    colours : sequence of Color or dict
+        ``image-label`` colours (see :func:`label_colours`).
+    name : str
+        Name of the label image (default ``clusters``).
+
+    Returns
+    -------
+    list of Node
+        The label image's group, then one array per level with its lazy labels.
+
+    Raises
+    ------
+    TypeError
+        If ``labels`` is not of an integer dtype (NGFF label images are integers).
+    """
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"label images hold integers, not {labels.dtype}")
+    ome = ImageLabelAttrs(
+        version=NGFF_VERSION,
+        image_label=Label(
+            colors=tuple(Color.model_validate(c) for c in colours),
+            source=Source(image="../../"),
+        ),
+        multiscales=[
+            multiscale(name, spatial, n_levels, False, LABEL_DOWNSAMPLING)
+        ],
+    )
+    group = _join(path, "labels", name)
+    # The label omero is a plain dict: its channel has no window, which the Omero model
+    # requires (see LABEL_OMERO).
+    nodes = [Node(group, {"ome": _attrs(ome) | {"omero": LABEL_OMERO}})]
+    level_labels = labels
+    full_chunks = tuple(c[0] for c in labels.chunks)
+    for level in range(n_levels):
+        if level:
+            level_labels = downsample_labels(level_labels)
+        nodes.append(Node(_join(group, str(level)), {}, _array_arguments(
+            level_labels.shape, level_labels.dtype,
+            level_chunks(full_chunks, level_labels.shape, level, labels.ndim),
+            list(spatial.axes),
+        ), level_labels))
+    return nodes
+
+
+async def _create(root: Any, node: Node) -> Any:
+    if node.array is not None:
+        return await root.create_array(node.path, attributes=node.attributes, **node.array)
+    if node.update:
+        group = root if not node.path else await root.getitem(node.path)
+        await group.update_attributes(node.attributes)
+        return None
+    await root.create_group(node.path, attributes=node.attributes, overwrite=node.overwrite)
+    return None
+
+
+def create_nodes(root: zarr.Group, nodes: Sequence[Node]) -> list[Any]:
+    """Create ``nodes`` below ``root`` and return the lazy store task of each array node.
+
+    Nodes of one depth are created concurrently (one round trip to the store per depth, which
+    is what a folder of small images spends most of its writing on), parents before children.
+
+    Returns
+    -------
+    list
+        Lazy ``dask.array.store`` results, one per node with an ``array``, in order.
+    """
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def create_all() -> list[Any]:
+        made: list[Any] = [None] * len(nodes)
+        depth = [n.path.count("/") + 1 if n.path else 0 for n in nodes]
+        for level in sorted(set(depth)):
+            index = [i for i, d in enumerate(depth) if d == level]
+            done = await asyncio.gather(*[_create(root._async_group, nodes[i]) for i in index])
+            for i, value in zip(index, done, strict=True):
+                made[i] = value
+        return made
+
+    made = sync(create_all())
+    return [
+        _store(node.source, zarr.Array(array))
+        for node, array in zip(nodes, made, strict=True)
+        if node.array is not None
+    ]
+
+
 def write_image_pyramid(
     group: zarr.Group,
     image: da.Array,
@@ -219,29 +454,8 @@ def write_image_pyramid(
 ) -> list[Any]:
     """Create the multiscale image arrays in ``group`` and return lazy store tasks.
 
-    Parameters
-    ----------
-    group : zarr.Group
-        The image group (created by kmseg); its ``ome`` attributes are written here.
-    image : dask.array.Array
-        ``(c, [z,] y, x)`` with a channel axis, ``([z,] y, x)`` without one (grey images and
-        volumes are stored without a ``c`` axis).
-    spatial : SpatialMeta
-        Spatial axes, spacing and unit.
-    n_levels : int
-        Pyramid levels including full resolution (see :func:`pipeline.io.pyramid.n_levels`).
-    name : str
-        Name of the multiscale image.
-    channel_first : bool
-        Must be true (the channel axis, if any, is first); kept for callers that pass it.
-    omero : Omero or dict, optional
-        Rendering settings (see :func:`image_omero`), written beside the multiscales so viewers
-        show the channels in their colours.
-
-    Returns
-    -------
-    list
-        Lazy ``dask.array.store`` results, one per level; nothing is computed here.
+    :func:`image_pyramid_nodes` for ``group`` itself, created at once (see its parameters);
+    ``channel_first`` must be true (the channel axis, if any, is first).
 
     Raises
     ------
@@ -250,42 +464,8 @@ def write_image_pyramid(
     """
     if not channel_first:
         raise ValueError("write_image_pyramid takes the channel axis first")
-    spatial_ndim = len(spatial.axes)
-    with_channel = image.ndim > spatial_ndim
-    space = slice(image.ndim - spatial_ndim, None)
-    axes = _axes(spatial, with_channel)
-    tasks = []
-    level_image = image
-    for level in range(n_levels):
-        if level:
-            level_image = downsample_image(level_image)
-        chunks = level_chunks(
-            tuple(c[0] for c in image.chunks[space]),
-            level_image.shape[space],
-            level,
-            spatial_ndim,
-        )
-        chunks = ((image.shape[0],) if with_channel else ()) + chunks
-        target = group.create_array(
-            str(level),
-            shape=level_image.shape,
-            dtype=level_image.dtype,
-            chunks=chunks,
-            fill_value=0,
-            compressors=output_compressors(),
-            config=_ARRAY_CONFIG,
-            dimension_names=[a.name for a in axes],
-        )
-        tasks.append(_store(level_image, target))
-    if isinstance(omero, dict):
-        omero = Omero.model_validate(omero)
-    attrs = ImageAttrs(
-        version=NGFF_VERSION,
-        multiscales=[multiscale(name, spatial, n_levels, with_channel, IMAGE_DOWNSAMPLING)],
-        **({"omero": omero} if omero else {}),
-    )
-    group.attrs["ome"] = _attrs(attrs)
-    return tasks
+    return create_nodes(group, image_pyramid_nodes("", image, spatial, n_levels, name=name,
+                                                   omero=omero))
 
 
 def write_label_pyramid(
@@ -300,70 +480,19 @@ def write_label_pyramid(
     """Create ``labels/<name>`` in ``image_group`` and return lazy store tasks.
 
     Each call adds its label image to the ``labels`` group's list, so one image may carry
-    several (the clusters, a mask); all share the image's levels and chunks.
-
-    Parameters
-    ----------
-    image_group : zarr.Group
-        The image group the labels belong to (their ``source``).
-    labels : dask.array.Array
-        ``([z,] y, x)`` integer labels, 0 = no data, 1..k = clusters.
-    spatial : SpatialMeta
-        Spatial axes, spacing and unit (the image's).
-    n_levels : int
-        Pyramid levels, the image's number.
-    colours : sequence of Color or dict
-        ``image-label`` colours (see :func:`label_colours`).
-    name : str
-        Name of the label image (default ``clusters``).
-
-    Returns
-    -------
-    list
-        Lazy ``dask.array.store`` results, one per level.
+    several (the clusters, a mask); see :func:`label_pyramid_nodes` for the parameters.
 
     Raises
     ------
     TypeError
         If ``labels`` is not of an integer dtype (NGFF label images are integers).
     """
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"label images hold integers, not {labels.dtype}")
-    labels_group = image_group.require_group("labels")
-    listed = [n for n in labels_group.attrs.get("ome", {}).get("labels", []) if n != name]
-    labels_group.attrs["ome"] = _attrs(LabelsAttrs(version=NGFF_VERSION, labels=[*listed, name]))
-    group = labels_group.require_group(name)
-    tasks = []
-    level_labels = labels
-    full_chunks = tuple(c[0] for c in labels.chunks)
-    for level in range(n_levels):
-        if level:
-            level_labels = downsample_labels(level_labels)
-        target = group.create_array(
-            str(level),
-            shape=level_labels.shape,
-            dtype=level_labels.dtype,
-            chunks=level_chunks(full_chunks, level_labels.shape, level, labels.ndim),
-            fill_value=0,
-            compressors=output_compressors(),
-            config=_ARRAY_CONFIG,
-            dimension_names=list(spatial.axes),
-        )
-        tasks.append(_store(level_labels, target))
-    attrs = ImageLabelAttrs(
-        version=NGFF_VERSION,
-        image_label=Label(
-            colors=tuple(Color.model_validate(c) for c in colours),
-            source=Source(image="../../"),
-        ),
-        multiscales=[
-            multiscale(name, spatial, n_levels, False, LABEL_DOWNSAMPLING)
-        ],
-    )
-    # The label omero is a plain dict: its channel has no window, which the Omero model
-    # requires (see LABEL_OMERO).
-    group.attrs["ome"] = _attrs(attrs) | {"omero": LABEL_OMERO}
-    return tasks
+    nodes = label_pyramid_nodes("", labels, spatial, n_levels, colours, name=name)
+    exists = "labels" in image_group
+    listed = (image_group["labels"].attrs.get("ome", {}).get("labels", []) if exists else [])
+    listed = [n for n in listed if n != name]
+    return create_nodes(image_group, [labels_group_node("", [*listed, name], update=exists),
+                                      *nodes])
 
 
 #: ``omero`` of the label image: one active channel. napari-ome-zarr (0.10) opens label images

@@ -62,7 +62,8 @@ def nearest_rows(X, start, m, Ct, xb, dj, best, bj):  # pragma: no cover - compi
                 t = xb[f, b] - c
                 dj[b] += t * t
         if j == 0:
-            best[:m] = dj[:m]
+            for b in range(m):  # not best[:m] = dj[:m]: see _kmeanspp
+                best[b] = dj[b]
             bj[:m] = 0
             continue
         for b in range(m):

@@ -170,6 +170,12 @@ class _SkipEmptyChunks:
         self.dtype = array.dtype
         self.ndim = array.ndim
 
+    def __dask_tokenize__(self) -> tuple:
+        # Dask names the store tasks after their target; without this it pickles the whole
+        # Zarr array to name it (a third of the graph building of a small image).
+        return (type(self).__name__, str(self.array.store_path), self.array.shape,
+                str(self.array.dtype))
+
     def __setitem__(self, key: Any, value: np.ndarray) -> None:
         value = np.asarray(value)
         if value.any():  # NaN counts as non-zero: only all-zero chunks are skipped

@@ -403,3 +403,17 @@ class LoadOnceCache:
 class DecodeCache(LoadOnceCache):
     """A :class:`LoadOnceCache` of decoded whole images (formats that cannot be read by
     region)."""
+
+
+def is_dicom_file(path: str) -> bool:
+    """Whether ``path`` starts with a DICOM preamble (``DICM`` at byte 128).
+
+    Here rather than in :mod:`pipeline.readers.dicom` so that telling files apart does not
+    import pydicom (0.13 s of every start).
+    """
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False

@@ -122,16 +122,6 @@ def open_dicom(
     return _build(path, names, headers, info, options)
 
 
-def is_dicom_file(path: str) -> bool:
-    """Whether ``path`` starts with a DICOM preamble (``DICM`` at byte 128)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
 def _read_header(path: str) -> tuple[Dataset, Any] | None:
     """Header up to the pixel data, and the pixel dtype for float pixel data (else None).
 

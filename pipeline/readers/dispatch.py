@@ -22,7 +22,7 @@ from typing import Any
 from pipeline.errors import InputError
 from pipeline.paths import is_url
 from pipeline.readers.base import ImageSource, ReadOptions
-from pipeline.readers.dicom import is_dicom_file, open_dicom
+from pipeline.readers.common import is_dicom_file
 from pipeline.readers.nifti import open_nifti
 from pipeline.readers.npy import open_npy
 from pipeline.readers.raster import PNG_SIGNATURE, open_raster
@@ -73,6 +73,12 @@ def _is_zarr_folder(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, m)) for m in _ZARR_MARKERS)
 
 
+def _open_dicom(path: str, options: ReadOptions) -> ImageSource:
+    from pipeline.readers.dicom import open_dicom  # imports pydicom, only for DICOM inputs
+
+    return open_dicom(path, series=options.series, options=options)
+
+
 def _is_dicom_folder(path: str) -> bool:
     names = [n for n in sorted(os.listdir(path)) if not n.startswith(".")]
     files = [n for n in names if os.path.isfile(os.path.join(path, n))]
@@ -115,7 +121,7 @@ NIFTI = ReaderEntry("nifti", (".nii.gz", ".nii"), lambda path, o: open_nifti(pat
 DICOM = ReaderEntry(
     "dicom",
     (".dcm", ".dicom"),
-    lambda path, o: open_dicom(path, series=o.series, options=o),
+    lambda path, o: _open_dicom(path, o),
     magic=lambda head: head[128:132] == b"DICM",
     folder=_is_dicom_folder,
     series=True,

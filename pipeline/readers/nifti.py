@@ -34,10 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-from nibabel import imageglobals
-from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 from pipeline.errors import InputError, KmsegWarning
 from pipeline.readers.base import ImageSource, ReadOptions
@@ -64,6 +61,8 @@ def _nibabel_problems() -> Iterator[list[str]]:
         def emit(self, record: logging.LogRecord) -> None:
             problems.append(" ".join(record.getMessage().split()))
 
+    from nibabel import imageglobals
+
     handler = Collect(logging.WARNING)
     logger = imageglobals.logger
     with _LOG_LOCK:
@@ -85,6 +84,8 @@ def _nibabel_problems() -> Iterator[list[str]]:
 def _load(path: str, stamp: tuple[int, int]) -> Any:
     # Only the header is parsed; the proxy opens the file for each region it reads.
     # ``stamp`` only keys the cache. Header problems were reported when the file was opened.
+    import nibabel as nib
+
     with _nibabel_problems():
         return nib.load(path)
 
@@ -146,6 +147,9 @@ def open_nifti(path: str, *, options: ReadOptions | None = None) -> ImageSource:
     InputError
         An unreadable, corrupt or truncated file; an unsupported data type or shape.
     """
+    # nibabel is imported where it is used: importing it (and pydicom) costs 0.1 s of every start
+    import nibabel as nib
+
     options = options or ReadOptions()
     with _nibabel_problems() as problems:
         try:
@@ -195,6 +199,8 @@ def open_nifti(path: str, *, options: ReadOptions | None = None) -> ImageSource:
             stacklevel=3,
         )
     elif options.reorient:
+        from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
         spatial = tuple(native[a] if a < len(native) else 1 for a in range(3))
         transform = ornt_transform(io_orientation(affine), axcodes2ornt("RAS"))
         # stored axis s becomes canonical axis transform[s, 0], reversed when transform[s, 1] < 0
@@ -249,6 +255,8 @@ def _axcodes(affine: np.ndarray) -> str | None:
     """nibabel's axis codes of voxel axes i, j, k (``"RAS"``, ``"LPS"``...), or None."""
     if not np.all(np.isfinite(affine)):
         return None
+    import nibabel as nib
+
     codes = nib.aff2axcodes(affine)
     return None if None in codes else "".join(codes)
 

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import dask
 import dask.array as da
+import dask.threaded
 import numpy as np
 import pytest
 import zarr
@@ -91,7 +92,8 @@ def test_threads_block_and_global_config_untouched():
     config = build_config(BASE, {"cluster": {"kind": "threads", "n_workers": 3}})
     with open_executor(config) as ex:
         assert ex.client is None
-        assert dask.config.get("scheduler") == "threads"
+        # Dask's threaded scheduler, given as its function (by name Dask imports distributed)
+        assert dask.config.get("scheduler") is dask.threaded.get
         assert dask.config.get("num_workers") == 3
     assert dask.config.get("scheduler", None) == before
 

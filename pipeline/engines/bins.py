@@ -147,6 +147,21 @@ def _slot(key, mask):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def _copy_row(dst, m, src, i):  # pragma: no cover - compiled
+    # dst[m] = src[i] element by element: Numba compiles an array-to-slice assignment with
+    # its shape-mismatch message (string formatting), about 1.5 s of compile time per kernel.
+    for f in range(src.shape[1]):
+        dst[m, f] = src[i, f]
+
+
+@numba.njit(nogil=True, cache=True)
+def _add_rows(dst, m, a, i, b, j):  # pragma: no cover - compiled
+    # dst[m] = a[i] + b[j] without a temporary array (see _copy_row).
+    for f in range(a.shape[1]):
+        dst[m, f] = a[i, f] + b[j, f]
+
+
+@numba.njit(nogil=True, cache=True)
 def _rehash(table, capacity):  # pragma: no cover - compiled
     out = np.zeros((capacity, table.shape[1]), dtype=np.int64)
     mask = capacity - 1
@@ -155,7 +170,7 @@ def _rehash(table, capacity):  # pragma: no cover - compiled
             t = _slot(np.uint64(table[s, 0] - 1), mask)
             while out[t, 0] != 0:
                 t = (t + 1) & mask
-            out[t] = table[s]
+            _copy_row(out, t, table, s)
     return out
 
 
@@ -236,18 +251,18 @@ def _merge_bins(k1, c1, s1, q1, k2, c2, s2, q2):  # pragma: no cover - compiled
     while i < len(k1) or j < len(k2):
         if j >= len(k2) or (i < len(k1) and k1[i] < k2[j]):
             keys[m], counts[m] = k1[i], c1[i]
-            sums[m] = s1[i]
-            sumsq[m] = q1[i]
+            _copy_row(sums, m, s1, i)
+            _copy_row(sumsq, m, q1, i)
             i += 1
         elif i >= len(k1) or k2[j] < k1[i]:
             keys[m], counts[m] = k2[j], c2[j]
-            sums[m] = s2[j]
-            sumsq[m] = q2[j]
+            _copy_row(sums, m, s2, j)
+            _copy_row(sumsq, m, q2, j)
             j += 1
         else:
             keys[m], counts[m] = k1[i], c1[i] + c2[j]
-            sums[m] = s1[i] + s2[j]
-            sumsq[m] = q1[i] + q2[j]
+            _add_rows(sums, m, s1, i, s2, j)
+            _add_rows(sumsq, m, q1, i, q2, j)
             i += 1
             j += 1
         m += 1

@@ -58,7 +58,7 @@ def _solve(cw, cs, css, k):  # pragma: no cover - compiled
     back = np.zeros((k, n), dtype=np.int32)
     prev = np.empty(n)
     for i in range(n):
-        prev[i] = _ssq(0, i, cw, cs, css)
+        prev[i] = _ssq(np.int64(0), i, cw, cs, css)  # not a literal 0: one compile of _ssq
     cur = np.full(n, np.inf)
     for q in range(1, k):
         cur[:] = np.inf

@@ -65,7 +65,7 @@ def _all_costs(cw, cs, css, k_max):  # pragma: no cover - compiled
     costs = np.zeros(k_max)
     prev = np.empty(n)
     for i in range(n):
-        prev[i] = _ssq(0, i, cw, cs, css)
+        prev[i] = _ssq(np.int64(0), i, cw, cs, css)  # not a literal 0: one compile of _ssq
     costs[0] = prev[n - 1]
     cur = np.full(n, np.inf)
     back = np.zeros(n, dtype=np.int32)

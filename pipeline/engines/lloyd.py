@@ -62,7 +62,8 @@ def nearest_rows(X, start, m, Ct, xb, dj, best, bj):  # pragma: no cover - compi
                 t = xb[f, b] - c
                 dj[b] += t * t
         if j == 0:
-            best[:m] = dj[:m]
+            for b in range(m):  # not best[:m] = dj[:m]: see _kmeanspp
+                best[b] = dj[b]
             bj[:m] = 0
             continue
         for b in range(m):
@@ -150,13 +151,35 @@ def _bounded_pass(
 
 
 @numba.njit(nogil=True, cache=True)
+def _search_right(a, v):  # pragma: no cover - compiled
+    # np.searchsorted(a, v, side="right"), the same binary search, without compiling Numba's
+    # generic version (several functions, ~0.25 s of first-run compile time).
+    lo = 0
+    hi = len(a)
+    while lo < hi:
+        mid = lo + ((hi - lo) >> 1)
+        if a[mid] <= v or np.isnan(v):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(nogil=True, cache=True)
 def _kmeanspp(X, w, k, uniform, n_trials):  # pragma: no cover - compiled
     n, d = X.shape
     centres = np.empty((k, d))
     closest = np.empty(n)
-    cum = np.cumsum(w)
-    first = min(np.searchsorted(cum, uniform[0] * cum[-1], side="right"), n - 1)
-    centres[0] = X[first]
+    pot = np.empty(n)  # running sums, as np.cumsum (in a loop: less to compile)
+    acc = 0.0
+    for i in range(n):
+        acc += w[i]
+        pot[i] = acc
+    first = min(_search_right(pot, uniform[0] * pot[-1]), n - 1)
+    # Arrays are copied element by element: Numba compiles an array-to-slice assignment with
+    # its shape-mismatch message (string formatting), about 1.5 s of first-run compile time.
+    for f in range(d):
+        centres[0, f] = X[first, f]
     for i in range(n):
         s = 0.0
         for f in range(d):
@@ -166,12 +189,15 @@ def _kmeanspp(X, w, k, uniform, n_trials):  # pragma: no cover - compiled
     cand_dist = np.empty(n)
     best_dist = np.empty(n)
     for c in range(1, k):
-        pot = np.cumsum(w * closest)
+        acc = 0.0
+        for i in range(n):
+            acc += w[i] * closest[i]
+            pot[i] = acc
         best_pot = np.inf
         best = 0
         for trial in range(n_trials):
             r = uniform[1 + (c - 1) * n_trials + trial] * pot[-1]
-            cand = min(np.searchsorted(pot, r, side="right"), n - 1)
+            cand = min(_search_right(pot, r), n - 1)
             total = 0.0
             for i in range(n):
                 s = 0.0
@@ -183,9 +209,12 @@ def _kmeanspp(X, w, k, uniform, n_trials):  # pragma: no cover - compiled
             if total < best_pot:
                 best_pot = total
                 best = cand
-                best_dist[:] = cand_dist
-        centres[c] = X[best]
-        closest[:] = best_dist
+                for i in range(n):
+                    best_dist[i] = cand_dist[i]
+        for f in range(d):
+            centres[c, f] = X[best, f]
+        for i in range(n):
+            closest[i] = best_dist[i]
     return centres
 
 
@@ -381,7 +410,12 @@ def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
         sums[:] = 0.0
         wsum[:] = 0.0
         _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
-        if np.array_equal(old, labels):
+        same = True  # a loop, not np.array_equal: ~0.3 s less first-run compile time
+        for i in range(n):
+            if old[i] != labels[i]:
+                same = False
+                break
+        if same:
             converged = True
             break
     C = _update_compiled(C, sums, wsum, X, dist)
@@ -389,6 +423,11 @@ def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def _argsort(far):  # pragma: no cover - compiled
+    return np.argsort(far)
+
+
+@numba.njit(cache=True)  # called only from kernels, which release the GIL (nogil=True)
 def _update_compiled(C, sums, wsum, X, far):  # pragma: no cover - compiled
     new = C.copy()
     n_empty = 0
@@ -399,11 +438,17 @@ def _update_compiled(C, sums, wsum, X, far):  # pragma: no cover - compiled
         else:
             n_empty += 1
     if n_empty:
-        rows = np.argsort(far)[::-1]
+        # Rare (a cluster lost all its rows): the same compiled sort, called through the
+        # interpreter so that it is compiled only when first needed (about 1 s of compile
+        # time that most first runs never use).
+        with numba.objmode(order="intp[::1]"):
+            order = _argsort(far)
+        rows = order[::-1]
         r = 0
         for j in range(C.shape[0]):
             if wsum[j] <= 0 and r < len(rows):
-                new[j] = X[rows[r]]
+                for f in range(C.shape[1]):  # not new[j] = X[...]: see _kmeanspp
+                    new[j, f] = X[rows[r], f]
                 r += 1
     return new
 

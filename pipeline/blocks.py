@@ -27,7 +27,9 @@ def block_origins(
 
 def spatial_block_keys(image: da.Array, spatial_ndim: int) -> list:
     """Delayed objects of each block, in the order of :func:`block_origins`."""
-    delayed = image.to_delayed()
+    # The graph is optimised once, when the results are computed; optimising it here for each
+    # caller costs more than the rest of building a small image's graph.
+    delayed = image.to_delayed(optimize_graph=False)
     out = []
     for index, _, _ in block_origins(image, spatial_ndim):
         full = index + (0,) * (image.ndim - spatial_ndim)

@@ -13,6 +13,7 @@ Dask objects and never compute (``compute=False`` in ome-zarr's terms).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -119,10 +120,25 @@ def multiscale(
     ome_zarr_models.v05.multiscales.Multiscale
         Validated by the library (axis order and types, scales ordered from fine to coarse).
     """
+    return Multiscale(
+        axes=_axes(spatial, with_channel),
+        datasets=_datasets(len(spatial.axes), tuple(float(s) for s in spatial.spacing), n_levels,
+                           with_channel),
+        name=name,
+        type=downsampling.type,
+        metadata=downsampling.metadata(),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _datasets(
+    n_axes: int, spacing: tuple[float, ...], n_levels: int, with_channel: bool
+) -> tuple[Dataset, ...]:
+    # Cached: a folder of images of one spacing builds (and validates) them once.
     datasets = []
     for level in range(n_levels):
-        factor = [1.0] * (len(spatial.axes) - 2) + [2.0**level] * 2
-        scale = [float(s) * f for s, f in zip(spatial.spacing, factor, strict=True)]
+        factor = [1.0] * (n_axes - 2) + [2.0**level] * 2
+        scale = [s * f for s, f in zip(spacing, factor, strict=True)]
         datasets.append(
             Dataset.build(
                 path=str(level),
@@ -130,13 +146,7 @@ def multiscale(
                 translation=None,
             )
         )
-    return Multiscale(
-        axes=_axes(spatial, with_channel),
-        datasets=tuple(datasets),
-        name=name,
-        type=downsampling.type,
-        metadata=downsampling.metadata(),
-    )
+    return tuple(datasets)
 
 
 def _attrs(model: BaseAttrs) -> dict[str, Any]:

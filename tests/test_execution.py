@@ -52,3 +52,22 @@ def test_process_cluster_matches_threads(tmp_path, photos):
     np.testing.assert_array_equal(threads[0], procs[0])
     np.testing.assert_array_equal(threads[1], procs[1])
     assert threads[2]["mse"] == pytest.approx(procs[2]["mse"], rel=1e-12)
+
+
+def test_blas_runs_one_thread_while_kmseg_runs(tmp_path):
+    """Dask's threads are the parallelism: BLAS libraries get one thread inside the executor
+    (their own threads spin beside Dask's) and their setting is restored afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from pipeline.execution import open_executor
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library loaded that threadpoolctl can see")
+    config = build_config({"inputs": ["x.png"], "output": str(tmp_path / "o.zarr")})
+    with open_executor(config):
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before

@@ -288,3 +288,23 @@ def test_stats_are_those_of_the_returned_centres():
                                rtol=1e-6)
     assert result.stats[0, 0] == 6 * 15
     assert len(result.info["pixel_passes"]) >= 1
+
+
+@pytest.mark.parametrize(("n_features", "bits"), [(1, 18), (3, 7)])
+def test_dense_and_hashed_binning_give_the_same_table(monkeypatch, n_features, bits):
+    """A block is binned densely (small grids) or through a hash table; both give the same
+    keys, counts and integer sums."""
+    from pipeline.engines import bins
+
+    rng = np.random.default_rng(11)
+    feats = rng.random((600_000, n_features)).astype(np.float32)
+    feats[::7] = feats[1::7][: len(feats[::7])]  # repeated values share bins
+    valid = rng.random(len(feats)) > 0.05
+    grid = BinGrid(bits, np.zeros(n_features), np.full(n_features, 1.0 / (1 << bits)))
+    monkeypatch.setattr(bins, "DENSE_CELLS", 1 << 22)
+    dense = bins.bin_features(feats, valid, grid)
+    monkeypatch.setattr(bins, "DENSE_CELLS", 0)
+    hashed = bins.bin_features(feats, valid, grid)
+    for name in ("keys", "counts", "sums", "sumsq"):
+        np.testing.assert_array_equal(getattr(dense, name), getattr(hashed, name))
+    assert dense.counts.sum() == valid.sum()

@@ -115,6 +115,9 @@ class Working:
     k_auto: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: With ``on_error: stop``, the exception that stops the batch at this input: the inputs
+    #: before it in its window are still written, then it is raised (:func:`_write_window`).
+    stop: BaseException | None = None
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -401,11 +404,26 @@ def _naming(job: InputJob) -> Iterator[None]:
 
 
 def _live(window: list[Working]) -> list[Working]:
-    return [w for w in window if w.error is None]
+    """The inputs of ``window`` still running: none that failed, and none after one that stops
+    the batch (``on_error: stop``; a sequential run would never reach them)."""
+    live = []
+    for w in window:
+        if w.stop is not None:
+            break
+        if w.error is None:
+            live.append(w)
+    return live
+
+
+def _failed(w: Working, exc: BaseException, config: JobConfig) -> None:
+    """Record that ``w`` failed with ``exc``; with ``on_error: stop`` it stops the batch."""
+    w.error = _one_line(exc)
+    if config.on_error != "continue":
+        w.stop = exc
 
 
 def _each(window: list[Working], config: JobConfig, step) -> None:
-    """Run ``step(working)`` for each live input, isolating failures with ``continue``."""
+    """Run ``step(working)`` for each live input, isolating failures (:func:`_failed`)."""
     for w in _live(window):
         try:
             with _naming(w.job):
@@ -413,15 +431,16 @@ def _each(window: list[Working], config: JobConfig, step) -> None:
         except OutputError:
             raise
         except Exception as exc:
-            if config.on_error != "continue":
-                raise
-            w.error = _one_line(exc)
+            _failed(w, exc, config)
+            if w.stop is not None:
+                return
 
 
 def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, Any]],
              label: str) -> list[tuple[Working, Any]]:
-    """Compute the lazy values of ``items`` in one graph; with ``continue``, a failing graph is
-    computed input by input so that only the inputs that fail are dropped."""
+    """Compute the lazy values of ``items`` in one graph; a failing graph is computed input by
+    input, in order, so that only the inputs that fail are dropped (``continue``) or the inputs
+    before the first that fails are kept (``stop``)."""
     if not items:
         return []
     try:
@@ -430,8 +449,7 @@ def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, A
     except OutputError:
         raise
     except Exception:
-        if config.on_error != "continue":
-            raise
+        pass
     out = []
     for w, lazy in items:
         try:
@@ -441,12 +459,21 @@ def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, A
         except OutputError:
             raise
         except Exception as exc:
-            w.error = _one_line(exc)
+            _failed(w, exc, config)
+            if w.stop is not None:
+                break
     return out
 
 
 def _report_failures(window: list[Working], failed: list[FailedInput], config: JobConfig,
                      root: Any) -> None:
+    stops = [w for w in window if w.stop is not None]
+    if stops:  # on_error: stop; no input from the failing one on may look started
+        after = window[window.index(stops[0]):]
+        for w in after:
+            if w.job.group is not None and root.opened and w.job.group in root.get():
+                del root.get()[w.job.group]
+        raise stops[0].stop
     for w in window:
         if w.error is None or any(f.name == w.job.name for f in failed):
             continue
@@ -478,7 +505,8 @@ def _fit_window(plan: Plan, executor: Executor, window: list[Working], model: An
 def _write_window(plan: Plan, executor: Executor, root: Any, window: list[Working],
                   failed: list[FailedInput], results: dict[str, SegmentationResult],
                   warnings_from: int) -> None:
-    _write(plan, window, executor, root, results, warnings_from)
+    if _live(window) or not any(w.stop is not None for w in window):
+        _write(plan, window, executor, root, results, warnings_from)
     _report_failures(window, failed, plan.config, root)
 
 
@@ -591,9 +619,7 @@ def _data_ranges(window: list[Working], config: JobConfig, executor: Executor,
     for w, value in found:
         if value is None:
             rules = "; ".join(w.spec.no_data_rules) or "no pixels"
-            w.error = f"{w.job.path}: no pixel has data (no data: {rules})"
-            if config.on_error != "continue":
-                raise InputError(w.job.path, f"no pixel has data (no data: {rules})")
+            _failed(w, InputError(w.job.path, f"no pixel has data (no data: {rules})"), config)
             continue
         w.spec = w.spec.with_range(*value)
         if w.unmasked is not None:
@@ -641,21 +667,23 @@ def _fit(window: list[Working], config: JobConfig, executor: Executor) -> None:
         _each(live, config, fit_one)
         return
     with ThreadPoolExecutor(max_workers=min(len(live), os.cpu_count() or 1)) as pool:
-        errors = list(pool.map(lambda w: _catch(w, config, fit_one), live))
-    for error in errors:
-        if error is not None:
+        errors = list(pool.map(lambda w: _catch(w, fit_one), live))
+    for w, error in zip(live, errors, strict=True):  # in input order: the first one stops
+        if isinstance(error, OutputError):
             raise error
+        if error is not None:
+            _failed(w, error, config)
+            if w.stop is not None:
+                return
 
 
-def _catch(w: Working, config: JobConfig, step) -> BaseException | None:
-    """``step(w)`` in a thread: the error to raise in the caller (``stop``), or None."""
+def _catch(w: Working, step) -> BaseException | None:
+    """``step(w)`` in a thread: the error it raised (named after the input), or None."""
     try:
         with _naming(w.job):
             step(w)
     except Exception as exc:
-        if config.on_error != "continue" or isinstance(exc, OutputError):
-            return exc
-        w.error = _one_line(exc)
+        return exc
     return None
 
 

@@ -423,20 +423,28 @@ def test_resume_refuses_an_input_changed_since_it_was_segmented(tmp_path, capsys
     assert err.count("\n") == 0 and f"the input {changed} changed" in err
 
 
-@pytest.mark.parametrize("fault", ["unreadable", "one colour"])
-def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault):
+@pytest.mark.parametrize("batch_inputs", ["1", "32"])
+@pytest.mark.parametrize("fault", ["unreadable", "one colour", "corrupt pixels"])
+def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault, batch_inputs):
     """Windows are fitted ahead of writing; ``on_error: stop`` still ends as a sequential run
-    would: every input before the failing one complete, none after it written, exit 2."""
+    would: every input before the failing one complete, none after it written, exit 2 — also
+    when the failing input shares its window with the inputs before it (the default window;
+    the bug: a fit failure dropped the whole window, so img000 and img001 were not written)."""
     folder = tmp_path / "in"
     write_pngs(folder, 5, size=24)
     bad = folder / "img002.png"
     if fault == "unreadable":
         bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    elif fault == "corrupt pixels":  # the header opens; decoding fails inside a task
+        data = bad.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
     else:
         Image.fromarray(np.full((24, 24, 3), 9, np.uint8)).save(bad)
     out = tmp_path / "out.zarr"
-    proc = kmseg("segment", str(folder), "-k", "4", "-o", str(out), "-q", "--batch-inputs", "1")
+    proc = kmseg("segment", str(folder), "-k", "4", "-o", str(out), "-q", "--batch-inputs",
+                 batch_inputs)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "img002.png" in proc.stderr
     assert [group_status(out, f"img{i:03d}") for i in range(5)] == [
         "complete", "complete", None, None, None]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img000", "img001"]

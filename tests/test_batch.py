@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,6 +228,34 @@ def test_killed_batch_resumes_to_the_same_bytes(tmp_path):
     assert_same_store(reference, out)
     # A finished batch is never rewritten without --overwrite.
     assert kmseg("segment", str(folder), *args, "-o", str(out), env=env).returncode == 2
+
+
+def test_resume_after_a_kill_between_a_folder_and_its_zarr_json(tmp_path):
+    """A SIGKILL while zarr creates a node leaves its folder without ``zarr.json`` (an empty
+    ``img002/`` or ``img001/0/``); the bug: the rerun refused the output as holding an entry
+    kmseg did not write instead of resuming. The leftovers are the state such a kill leaves,
+    made by hand so the test does not depend on when the kill lands."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 3, size=24)
+    args = ["segment", str(folder), "-k", "4", "-q", "--batch-inputs", "1"]
+    reference, out = tmp_path / "reference.zarr", tmp_path / "out.zarr"
+    assert kmseg(*args, "-o", str(reference)).returncode == 0
+    assert kmseg(*args, "-o", str(out)).returncode == 0
+    root = json.loads((out / "zarr.json").read_text())
+    root["attributes"]["kmseg"]["status"] = "incomplete"
+    (out / "zarr.json").write_text(json.dumps(root))
+    group = json.loads((out / "img001" / "zarr.json").read_text())
+    group["attributes"]["kmseg"]["status"] = "incomplete"
+    (out / "img001" / "zarr.json").write_text(json.dumps(group))
+    shutil.rmtree(out / "img001" / "0")  # img001 half created: level 0 without zarr.json
+    (out / "img001" / "0").mkdir()
+    shutil.rmtree(out / "img002")
+    (out / "img002" / "labels").mkdir(parents=True)  # img002: folders only
+
+    again = kmseg(*args, "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "1 of 3 done, resuming" in again.stderr
+    assert_same_store(reference, out)
 
 
 # -- label order --------------------------------------------------------------------------------

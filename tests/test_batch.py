@@ -258,6 +258,26 @@ def test_resume_after_a_kill_between_a_folder_and_its_zarr_json(tmp_path):
     assert_same_store(reference, out)
 
 
+def test_report_of_a_partial_batch(tmp_path):
+    """``report: true`` with ``on_error: continue`` and a failing input; the bug: the batch
+    ended with exit 2 ("the job did not finish (status incomplete)") and no page, though the
+    output was a finished partial batch. The page shows the finished images and lists the
+    failed input once with its error; exit 3 as for any partial batch."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 3, size=24)
+    Image.fromarray(np.full((24, 24, 3), 9, np.uint8)).save(folder / "img001.png")
+    out = tmp_path / "out.zarr"
+    proc = kmseg("segment", str(folder), "-k", "4", "-q", "-o", str(out), "--report",
+                 "--on-error", "continue")
+    assert proc.returncode == 3, proc.stderr
+    page = (tmp_path / "out.report.html").read_text()
+    assert "img000" in page and "img002" in page
+    bad = str(folder / "img001.png")
+    assert f"<li>{bad}: k=4 is larger than the 1 distinct value(s) in the image</li>" in page
+    info = kmseg("info", str(out)).stdout
+    assert info.count(bad) == 1 and "1 input(s) failed" in info
+
+
 # -- label order --------------------------------------------------------------------------------
 
 

@@ -473,7 +473,7 @@ def test_resume_refuses_an_input_changed_since_it_was_segmented(tmp_path, capsys
 
 
 @pytest.mark.parametrize("batch_inputs", ["1", "32"])
-@pytest.mark.parametrize("fault", ["unreadable", "one colour", "corrupt pixels"])
+@pytest.mark.parametrize("fault", ["unreadable", "one colour", "corrupt pixels", "corrupt tile"])
 def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault, batch_inputs):
     """Windows are fitted ahead of writing; ``on_error: stop`` still ends as a sequential run
     would: every input before the failing one complete, none after it written, exit 2 — also
@@ -487,13 +487,24 @@ def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault, batch
     elif fault == "corrupt pixels":  # the header opens; decoding fails inside a task
         data = bad.read_bytes()
         bad.write_bytes(data[: len(data) // 2])
+    elif fault == "corrupt tile":  # a tiled TIFF whose last tile's zlib data is garbage
+        import tifffile
+
+        bad.unlink()
+        bad = folder / "img002.tif"
+        tifffile.imwrite(bad, patch_image(2, 64)[0], tile=(32, 32), compression="zlib")
+        with tifffile.TiffFile(bad) as tif:
+            offset, size = tif.pages[0].dataoffsets[-1], tif.pages[0].databytecounts[-1]
+        data = bytearray(bad.read_bytes())
+        data[offset:offset + size] = b"\x11" * size
+        bad.write_bytes(bytes(data))
     else:
         Image.fromarray(np.full((24, 24, 3), 9, np.uint8)).save(bad)
     out = tmp_path / "out.zarr"
     proc = kmseg("segment", str(folder), "-k", "4", "-o", str(out), "-q", "--batch-inputs",
                  batch_inputs)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "img002.png" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and bad.name in proc.stderr
     assert [group_status(out, f"img{i:03d}") for i in range(5)] == [
         "complete", "complete", None, None, None]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img000", "img001"]

@@ -290,8 +290,9 @@ def _finished(plan: Plan) -> set[str]:
     Raises
     ------
     OutputError
-        A finished input whose file changed since (its recorded size and modification time):
-        resuming would mix old and new results.
+        A finished input whose file changed since (its recorded size and modification time),
+        or that is no longer an input of the job (its file removed or renamed): resuming would
+        mix old and new results.
     """
     import zarr
 
@@ -302,8 +303,15 @@ def _finished(plan: Plan) -> set[str]:
     done = set()
     for name, group in root.groups():
         meta = group.attrs.get("kmseg", {})
-        if name not in paths or not isinstance(meta, dict) or meta.get("status") != "complete":
+        if not isinstance(meta, dict) or meta.get("status") != "complete":
             continue
+        if name not in paths:
+            gone = (meta.get("input") or {}).get("path") or name
+            raise OutputError(
+                f"{plan.config.output}: this unfinished batch segmented {gone}, which is no "
+                "longer one of its inputs; pass --overwrite (overwrite=True in Python) to start "
+                "over"
+            )
         recorded = (meta.get("input") or {}).get("stamp")
         if recorded is not None and recorded != input_stamp(paths[name]):
             raise OutputError(

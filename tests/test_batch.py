@@ -278,6 +278,34 @@ def test_report_of_a_partial_batch(tmp_path):
     assert info.count(bad) == 1 and "1 input(s) failed" in info
 
 
+def test_resume_refuses_a_finished_input_that_is_no_longer_an_input(tmp_path):
+    """An input finished by a killed batch and removed from the folder before the rerun; the
+    bug: the rerun resumed and kept its group, unlisted in the root's ``outputs``, so the
+    output held a result of no input of the job and ``--overwrite`` then refused the store as
+    holding an entry kmseg did not write. Refused in one line, as a changed input is, and
+    ``--overwrite`` starts over."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 3, size=24)
+    out = tmp_path / "out.zarr"
+    args = ["segment", str(folder), "-k", "4", "-q", "--batch-inputs", "1", "-o", str(out)]
+    assert kmseg(*args).returncode == 0
+    for meta in (out / "zarr.json", out / "img002" / "zarr.json"):  # as a kill leaves it
+        doc = json.loads(meta.read_text())
+        doc["attributes"]["kmseg"]["status"] = "incomplete"
+        meta.write_text(json.dumps(doc))
+    (folder / "img000.png").unlink()
+
+    again = kmseg(*args)
+    assert again.returncode == 2, again.stderr
+    assert again.stderr.count("\n") == 1 and str(folder / "img000.png") in again.stderr
+    assert "no longer one of its inputs" in again.stderr
+    assert group_status(out, "img000") == "complete"  # nothing removed by the refusal
+
+    fresh = kmseg(*args, "--overwrite")
+    assert fresh.returncode == 0, fresh.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img001", "img002"]
+
+
 # -- label order --------------------------------------------------------------------------------
 
 

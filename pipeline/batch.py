@@ -290,9 +290,9 @@ def _finished(plan: Plan) -> set[str]:
     Raises
     ------
     OutputError
-        A finished input whose file changed since (its recorded size and modification time),
-        or that is no longer an input of the job (its file removed or renamed): resuming would
-        mix old and new results.
+        A finished input whose file or mask file changed since (its recorded size and
+        modification time), or that is no longer an input of the job (its file removed or
+        renamed): resuming would mix old and new results.
     """
     import zarr
 
@@ -317,6 +317,13 @@ def _finished(plan: Plan) -> set[str]:
             raise OutputError(
                 f"{plan.config.output}: the input {paths[name]} changed since this unfinished "
                 "batch segmented it; pass --overwrite (overwrite=True in Python) to start over"
+            )
+        mask = meta.get("mask") or {}
+        if mask.get("stamp") is not None and mask["stamp"] != input_stamp(mask.get("source")):
+            raise OutputError(
+                f"{plan.config.output}: the mask {mask.get('source')} of the input "
+                f"{paths[name]} changed since this unfinished batch segmented it; pass "
+                "--overwrite (overwrite=True in Python) to start over"
             )
         done.add(name)
     return done

@@ -306,6 +306,35 @@ def test_resume_refuses_a_finished_input_that_is_no_longer_an_input(tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img001", "img002"]
 
 
+def test_resume_refuses_a_mask_changed_since_its_input_was_segmented(tmp_path):
+    """``--mask FOLDER``: the job's fingerprint knows only the folder's name; the bug: a mask
+    replaced between the killed run and the rerun went unnoticed, so the resumed output mixed
+    results of the old and the new masks. Refused in one line naming the mask."""
+    folder, masks = tmp_path / "in", tmp_path / "masks"
+    write_pngs(folder, 3, size=24)
+    masks.mkdir()
+    inside = np.zeros((24, 24), np.uint8)
+    inside[4:20, 2:22] = 255
+    for i in range(3):
+        Image.fromarray(inside).save(masks / f"img{i:03d}.png")
+    out = tmp_path / "out.zarr"
+    args = ["segment", str(folder), "-k", "4", "-q", "--batch-inputs", "1", "--mask",
+            str(masks), "-o", str(out)]
+    assert kmseg(*args).returncode == 0
+    for meta in (out / "zarr.json", out / "img002" / "zarr.json"):  # as a kill leaves it
+        doc = json.loads(meta.read_text())
+        doc["attributes"]["kmseg"]["status"] = "incomplete"
+        meta.write_text(json.dumps(doc))
+    inside[:, :12] = 0
+    Image.fromarray(inside).save(masks / "img000.png")
+    os.utime(masks / "img000.png", ns=(1, 10**18))  # another stamp whatever the clock
+
+    again = kmseg(*args)
+    assert again.returncode == 2, again.stderr
+    assert again.stderr.count("\n") == 1, again.stderr
+    assert f"the mask {masks / 'img000.png'} of the input" in again.stderr
+
+
 # -- label order --------------------------------------------------------------------------------
 
 

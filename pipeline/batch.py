@@ -170,10 +170,17 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     failed: list[FailedInput] = []
     pixels_done = 0
 
-    def write(window: list[Working], fitting: Future) -> None:
-        nonlocal pixels_done
-        warnings_from = fitting.result()
-        _write_window(plan, inner, root, window, failed, results, warnings_from)
+    # Warnings are told apart by the paths they name: a window's range of recorded warnings
+    # (from before it was opened) also holds those of its neighbours, in flight at the time.
+    written: list[Working] = []
+
+    def write(window: list[Working], fitting: Future, warnings_from: int,
+              following: list[Working]) -> None:
+        nonlocal pixels_done, written
+        fitting.result()
+        neighbours = [w.job.path for w in written + following]
+        _write_window(plan, inner, root, window, failed, results, warnings_from, neighbours)
+        written = window
         pixels_done += sum(w.pixels for w in window if w.error is None)
         if bar is not None:
             bar.update(len(window))
@@ -184,24 +191,25 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     # fits are mostly compiled code, writes mostly Python, so the two share the cores; at
     # most two windows are in flight.
     ahead = ThreadPoolExecutor(1, thread_name_prefix="kmseg-fit")
-    pending: tuple[list[Working], Future] | None = None
+    pending: tuple[list[Working], Future, int] | None = None
     windows = _windows(todo, config)
     try:
         while True:
+            opening = len(warn.recorded())  # the window's warnings start with its opening
             try:
                 window = next(windows)
             except StopIteration:
                 break
             except Exception:
                 if pending is not None:  # stop as a sequential run: inputs before are done
-                    write(*pending)
+                    write(*pending, [])
                 raise
             fitting = ahead.submit(_fit_window, plan, inner, window, model)
             if pending is not None:
-                write(*pending)
-            pending = (window, fitting)
+                write(*pending, window)
+            pending = (window, fitting, opening)
         if pending is not None:
-            write(*pending)
+            write(*pending, [])
     finally:
         # After an error, a window not yet fitting is dropped and the one fitting ends first.
         ahead.shutdown(wait=True, cancel_futures=True)
@@ -502,11 +510,9 @@ def _report_failures(window: list[Working], failed: list[FailedInput], config: J
 # -- the stages of one window -------------------------------------------------------------
 
 
-def _fit_window(plan: Plan, executor: Executor, window: list[Working], model: Any) -> int:
-    """Everything of a window up to its centres and label order; returns where its warnings
-    start in :func:`pipeline.warn.recorded`."""
+def _fit_window(plan: Plan, executor: Executor, window: list[Working], model: Any) -> None:
+    """Everything of a window up to its centres and label order."""
     config = plan.config
-    warnings_from = len(warn.recorded())
     _each(window, config, lambda w: _prepare(w, config, model, executor))
     _data_ranges(window, config, executor, model)
     if model is None:
@@ -514,14 +520,15 @@ def _fit_window(plan: Plan, executor: Executor, window: list[Working], model: An
     else:
         _each(window, config, lambda w: _apply_model(w, model))
     _order(window, config, executor, model)
-    return warnings_from
 
 
 def _write_window(plan: Plan, executor: Executor, root: Any, window: list[Working],
                   failed: list[FailedInput], results: dict[str, SegmentationResult],
-                  warnings_from: int) -> None:
+                  warnings_from: int, neighbours: list[str]) -> None:
+    """Write ``window``; its warnings are those recorded from ``warnings_from`` on that name
+    none of the ``neighbours`` (the paths of the windows in flight beside it)."""
     if _live(window) or not any(w.stop is not None for w in window):
-        _write(plan, window, executor, root, results, warnings_from)
+        _write(plan, window, executor, root, results, warnings_from, neighbours)
     _report_failures(window, failed, plan.config, root)
 
 
@@ -749,7 +756,8 @@ def _labeller(w: Working) -> Any:
 
 
 def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _LazyRoot,
-           results: dict[str, SegmentationResult], warnings_from: int) -> None:
+           results: dict[str, SegmentationResult], warnings_from: int,
+           neighbours: list[str]) -> None:
     config = plan.config
     t0 = time.perf_counter()
     tasks: dict[int, list[Any]] = {}
@@ -811,7 +819,7 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
                         "labelling and writing")
     write_s = time.perf_counter() - t0
     lines = warn.recorded()[warnings_from:]
-    paths = [w.job.path for w in window]
+    paths = [w.job.path for w in window] + neighbours
     finished: list[Node] = []
     for w, value in computed:
         stat, values = value[0], value[1]

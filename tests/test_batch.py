@@ -335,6 +335,36 @@ def test_resume_refuses_a_mask_changed_since_its_input_was_segmented(tmp_path):
     assert f"the mask {masks / 'img000.png'} of the input" in again.stderr
 
 
+@pytest.mark.parametrize("batch_inputs", ["1", "32"])
+def test_each_input_keeps_its_own_warnings(tmp_path, batch_inputs):
+    """A warning raised when an input is opened (here nibabel repairing b.nii's header) is
+    recorded in that input's metadata only. The bug: the window's warnings were counted from
+    the start of its fit, after its inputs were opened, and the next window is opened before
+    this one is written, so b's warning went to a's metadata and never to b's."""
+    import struct
+
+    import nibabel as nib
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in "abcd":
+        data = rng.integers(0, 4, (20, 20, 6)).astype(np.int16) * 100
+        nib.Nifti1Image(data, np.eye(4)).to_filename(folder / f"{name}.nii")
+    raw = bytearray((folder / "b.nii").read_bytes())
+    struct.pack_into("<f", raw, 80, -1.0)  # pixdim[1] < 0: nibabel repairs it and says so
+    (folder / "b.nii").write_bytes(bytes(raw))
+    out = tmp_path / "out.zarr"
+    proc = kmseg("segment", str(folder), "-k", "4", "-q", "-o", str(out), "--batch-inputs",
+                 batch_inputs)
+    assert proc.returncode == 0, proc.stderr
+    warned = {name: json.loads((out / name / "zarr.json").read_text())["attributes"]["kmseg"][
+        "warnings"] for name in "abcd"}
+    assert warned["a"] == warned["c"] == warned["d"] == []
+    [line] = warned["b"]
+    assert line.startswith(f"{folder / 'b.nii'}: NIfTI header repaired by nibabel: pixdim")
+
+
 # -- label order --------------------------------------------------------------------------------
 
 

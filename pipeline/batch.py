@@ -115,6 +115,9 @@ class Working:
     k_auto: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: With ``on_error: stop``, the exception that stops the batch at this input: the inputs
+    #: before it in its window are still written, then it is raised (:func:`_write_window`).
+    stop: BaseException | None = None
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -167,10 +170,17 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     failed: list[FailedInput] = []
     pixels_done = 0
 
-    def write(window: list[Working], fitting: Future) -> None:
-        nonlocal pixels_done
-        warnings_from = fitting.result()
-        _write_window(plan, inner, root, window, failed, results, warnings_from)
+    # Warnings are told apart by the paths they name: a window's range of recorded warnings
+    # (from before it was opened) also holds those of its neighbours, in flight at the time.
+    written: list[Working] = []
+
+    def write(window: list[Working], fitting: Future, warnings_from: int,
+              following: list[Working]) -> None:
+        nonlocal pixels_done, written
+        fitting.result()
+        neighbours = [w.job.path for w in written + following]
+        _write_window(plan, inner, root, window, failed, results, warnings_from, neighbours)
+        written = window
         pixels_done += sum(w.pixels for w in window if w.error is None)
         if bar is not None:
             bar.update(len(window))
@@ -181,24 +191,25 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     # fits are mostly compiled code, writes mostly Python, so the two share the cores; at
     # most two windows are in flight.
     ahead = ThreadPoolExecutor(1, thread_name_prefix="kmseg-fit")
-    pending: tuple[list[Working], Future] | None = None
+    pending: tuple[list[Working], Future, int] | None = None
     windows = _windows(todo, config)
     try:
         while True:
+            opening = len(warn.recorded())  # the window's warnings start with its opening
             try:
                 window = next(windows)
             except StopIteration:
                 break
             except Exception:
                 if pending is not None:  # stop as a sequential run: inputs before are done
-                    write(*pending)
+                    write(*pending, [])
                 raise
             fitting = ahead.submit(_fit_window, plan, inner, window, model)
             if pending is not None:
-                write(*pending)
-            pending = (window, fitting)
+                write(*pending, window)
+            pending = (window, fitting, opening)
         if pending is not None:
-            write(*pending)
+            write(*pending, [])
     finally:
         # After an error, a window not yet fitting is dropped and the one fitting ends first.
         ahead.shutdown(wait=True, cancel_futures=True)
@@ -287,8 +298,9 @@ def _finished(plan: Plan) -> set[str]:
     Raises
     ------
     OutputError
-        A finished input whose file changed since (its recorded size and modification time):
-        resuming would mix old and new results.
+        A finished input whose file or mask file changed since (its recorded size and
+        modification time), or that is no longer an input of the job (its file removed or
+        renamed): resuming would mix old and new results.
     """
     import zarr
 
@@ -299,13 +311,27 @@ def _finished(plan: Plan) -> set[str]:
     done = set()
     for name, group in root.groups():
         meta = group.attrs.get("kmseg", {})
-        if name not in paths or not isinstance(meta, dict) or meta.get("status") != "complete":
+        if not isinstance(meta, dict) or meta.get("status") != "complete":
             continue
+        if name not in paths:
+            gone = (meta.get("input") or {}).get("path") or name
+            raise OutputError(
+                f"{plan.config.output}: this unfinished batch segmented {gone}, which is no "
+                "longer one of its inputs; pass --overwrite (overwrite=True in Python) to start "
+                "over"
+            )
         recorded = (meta.get("input") or {}).get("stamp")
         if recorded is not None and recorded != input_stamp(paths[name]):
             raise OutputError(
                 f"{plan.config.output}: the input {paths[name]} changed since this unfinished "
                 "batch segmented it; pass --overwrite (overwrite=True in Python) to start over"
+            )
+        mask = meta.get("mask") or {}
+        if mask.get("stamp") is not None and mask["stamp"] != input_stamp(mask.get("source")):
+            raise OutputError(
+                f"{plan.config.output}: the mask {mask.get('source')} of the input "
+                f"{paths[name]} changed since this unfinished batch segmented it; pass "
+                "--overwrite (overwrite=True in Python) to start over"
             )
         done.add(name)
     return done
@@ -401,11 +427,26 @@ def _naming(job: InputJob) -> Iterator[None]:
 
 
 def _live(window: list[Working]) -> list[Working]:
-    return [w for w in window if w.error is None]
+    """The inputs of ``window`` still running: none that failed, and none after one that stops
+    the batch (``on_error: stop``; a sequential run would never reach them)."""
+    live = []
+    for w in window:
+        if w.stop is not None:
+            break
+        if w.error is None:
+            live.append(w)
+    return live
+
+
+def _failed(w: Working, exc: BaseException, config: JobConfig) -> None:
+    """Record that ``w`` failed with ``exc``; with ``on_error: stop`` it stops the batch."""
+    w.error = _one_line(exc)
+    if config.on_error != "continue":
+        w.stop = exc
 
 
 def _each(window: list[Working], config: JobConfig, step) -> None:
-    """Run ``step(working)`` for each live input, isolating failures with ``continue``."""
+    """Run ``step(working)`` for each live input, isolating failures (:func:`_failed`)."""
     for w in _live(window):
         try:
             with _naming(w.job):
@@ -413,15 +454,16 @@ def _each(window: list[Working], config: JobConfig, step) -> None:
         except OutputError:
             raise
         except Exception as exc:
-            if config.on_error != "continue":
-                raise
-            w.error = _one_line(exc)
+            _failed(w, exc, config)
+            if w.stop is not None:
+                return
 
 
 def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, Any]],
              label: str) -> list[tuple[Working, Any]]:
-    """Compute the lazy values of ``items`` in one graph; with ``continue``, a failing graph is
-    computed input by input so that only the inputs that fail are dropped."""
+    """Compute the lazy values of ``items`` in one graph; a failing graph is computed input by
+    input, in order, so that only the inputs that fail are dropped (``continue``) or the inputs
+    before the first that fails are kept (``stop``)."""
     if not items:
         return []
     try:
@@ -430,8 +472,7 @@ def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, A
     except OutputError:
         raise
     except Exception:
-        if config.on_error != "continue":
-            raise
+        pass
     out = []
     for w, lazy in items:
         try:
@@ -441,12 +482,21 @@ def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, A
         except OutputError:
             raise
         except Exception as exc:
-            w.error = _one_line(exc)
+            _failed(w, exc, config)
+            if w.stop is not None:
+                break
     return out
 
 
 def _report_failures(window: list[Working], failed: list[FailedInput], config: JobConfig,
                      root: Any) -> None:
+    stops = [w for w in window if w.stop is not None]
+    if stops:  # on_error: stop; no input from the failing one on may look started
+        after = window[window.index(stops[0]):]
+        for w in after:
+            if w.job.group is not None and root.opened and w.job.group in root.get():
+                del root.get()[w.job.group]
+        raise stops[0].stop
     for w in window:
         if w.error is None or any(f.name == w.job.name for f in failed):
             continue
@@ -460,11 +510,9 @@ def _report_failures(window: list[Working], failed: list[FailedInput], config: J
 # -- the stages of one window -------------------------------------------------------------
 
 
-def _fit_window(plan: Plan, executor: Executor, window: list[Working], model: Any) -> int:
-    """Everything of a window up to its centres and label order; returns where its warnings
-    start in :func:`pipeline.warn.recorded`."""
+def _fit_window(plan: Plan, executor: Executor, window: list[Working], model: Any) -> None:
+    """Everything of a window up to its centres and label order."""
     config = plan.config
-    warnings_from = len(warn.recorded())
     _each(window, config, lambda w: _prepare(w, config, model, executor))
     _data_ranges(window, config, executor, model)
     if model is None:
@@ -472,13 +520,15 @@ def _fit_window(plan: Plan, executor: Executor, window: list[Working], model: An
     else:
         _each(window, config, lambda w: _apply_model(w, model))
     _order(window, config, executor, model)
-    return warnings_from
 
 
 def _write_window(plan: Plan, executor: Executor, root: Any, window: list[Working],
                   failed: list[FailedInput], results: dict[str, SegmentationResult],
-                  warnings_from: int) -> None:
-    _write(plan, window, executor, root, results, warnings_from)
+                  warnings_from: int, neighbours: list[str]) -> None:
+    """Write ``window``; its warnings are those recorded from ``warnings_from`` on that name
+    none of the ``neighbours`` (the paths of the windows in flight beside it)."""
+    if _live(window) or not any(w.stop is not None for w in window):
+        _write(plan, window, executor, root, results, warnings_from, neighbours)
     _report_failures(window, failed, plan.config, root)
 
 
@@ -591,9 +641,7 @@ def _data_ranges(window: list[Working], config: JobConfig, executor: Executor,
     for w, value in found:
         if value is None:
             rules = "; ".join(w.spec.no_data_rules) or "no pixels"
-            w.error = f"{w.job.path}: no pixel has data (no data: {rules})"
-            if config.on_error != "continue":
-                raise InputError(w.job.path, f"no pixel has data (no data: {rules})")
+            _failed(w, InputError(w.job.path, f"no pixel has data (no data: {rules})"), config)
             continue
         w.spec = w.spec.with_range(*value)
         if w.unmasked is not None:
@@ -641,21 +689,23 @@ def _fit(window: list[Working], config: JobConfig, executor: Executor) -> None:
         _each(live, config, fit_one)
         return
     with ThreadPoolExecutor(max_workers=min(len(live), os.cpu_count() or 1)) as pool:
-        errors = list(pool.map(lambda w: _catch(w, config, fit_one), live))
-    for error in errors:
-        if error is not None:
+        errors = list(pool.map(lambda w: _catch(w, fit_one), live))
+    for w, error in zip(live, errors, strict=True):  # in input order: the first one stops
+        if isinstance(error, OutputError):
             raise error
+        if error is not None:
+            _failed(w, error, config)
+            if w.stop is not None:
+                return
 
 
-def _catch(w: Working, config: JobConfig, step) -> BaseException | None:
-    """``step(w)`` in a thread: the error to raise in the caller (``stop``), or None."""
+def _catch(w: Working, step) -> BaseException | None:
+    """``step(w)`` in a thread: the error it raised (named after the input), or None."""
     try:
         with _naming(w.job):
             step(w)
     except Exception as exc:
-        if config.on_error != "continue" or isinstance(exc, OutputError):
-            return exc
-        w.error = _one_line(exc)
+        return exc
     return None
 
 
@@ -706,7 +756,8 @@ def _labeller(w: Working) -> Any:
 
 
 def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _LazyRoot,
-           results: dict[str, SegmentationResult], warnings_from: int) -> None:
+           results: dict[str, SegmentationResult], warnings_from: int,
+           neighbours: list[str]) -> None:
     config = plan.config
     t0 = time.perf_counter()
     tasks: dict[int, list[Any]] = {}
@@ -768,7 +819,7 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
                         "labelling and writing")
     write_s = time.perf_counter() - t0
     lines = warn.recorded()[warnings_from:]
-    paths = [w.job.path for w in window]
+    paths = [w.job.path for w in window] + neighbours
     finished: list[Node] = []
     for w, value in computed:
         stat, values = value[0], value[1]

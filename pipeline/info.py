@@ -95,8 +95,7 @@ def describe_output(path: str) -> str:
         failed = meta.get("failed") or []
         lines.append(f"PARTIAL: {len(failed)} input(s) failed; rerun the same command to retry "
                      "them")
-        lines += [f"  failed: {f.get('path') or f.get('input')}: {f.get('error')}"
-                  for f in failed if isinstance(f, dict)]
+        lines += [f"  failed: {failure_line(f)}" for f in failed if isinstance(f, dict)]
     elif status != "complete":
         # Only the root's status, written last, says the whole output is finished; groups
         # that say "complete" in an unfinished output may still miss the root's final write.
@@ -105,6 +104,14 @@ def describe_output(path: str) -> str:
     for name, group in _images(path, root, meta):
         lines += _describe_image(name, group)
     return "\n".join(lines)
+
+
+def failure_line(failure: dict[str, Any]) -> str:
+    """One line for an entry of a partial batch's ``failed`` list: the input and its error
+    (the error names the input already when it comes from kmseg's own checks)."""
+    where = str(failure.get("path") or failure.get("input"))
+    error = str(failure.get("error"))
+    return error if error.startswith(where) else f"{where}: {error}"
 
 
 def image_name(name: str, meta: dict[str, Any]) -> str:

@@ -49,7 +49,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.features import FeatureSpec, dtype_range
-from pipeline.readers.base import ImageSource, ReadOptions
+from pipeline.readers.base import ImageSource, ReadOptions, input_stamp
 
 #: The value of the ``mask`` key that detects the foreground.
 AUTO = "auto"
@@ -300,7 +300,8 @@ def file_mask(path: str, source: ImageSource, chunks: tuple[tuple[int, ...], ...
         mask.reader, mask.spatial_shape, chunks, mask.axes.endswith("c"),
         token=f"{path}:{os.path.getmtime(path) if os.path.exists(path) else ''}",
     )
-    return Mask(array, "file", path, mask.spatial_shape)
+    # The file's size and modification time: a resumed batch refuses a mask replaced since.
+    return Mask(array, "file", path, mask.spatial_shape, info={"stamp": input_stamp(path)})
 
 
 # --- automatic masks -------------------------------------------------------------------------

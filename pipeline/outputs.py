@@ -359,13 +359,29 @@ def foreign_entries(path: str) -> list[str]:
                     foreign.append(f"{child}/" if is_dir else child)
                 continue
             node = listing.node_type(child) if is_dir else None
-            if node is None or (top and expected is not None and name not in expected):
+            named = not (top and expected is not None and name not in expected)
+            if node is None and is_dir and named and _killed_write(listing, f"{child}/"):
+                continue  # zarr made the folder of a node; the process died before its zarr.json
+            if node is None or not named:
                 foreign.append(f"{child}/" if is_dir else child)
             else:
                 walk(f"{child}/", node, False)
 
     walk("", "group", True)
     return foreign
+
+
+def _killed_write(listing: _Listing, rel: str) -> bool:
+    """True when folder ``rel`` holds nothing but empty folders and zarr's temporary files:
+    what a store writing a node leaves when the process is killed (SIGKILL) before the node's
+    ``zarr.json`` is in place. It holds no data, so treating it as kmseg's loses nothing."""
+    for name, is_dir in listing.entries(rel):
+        if is_dir:
+            if not _killed_write(listing, f"{rel}{name}/"):
+                return False
+        elif not _ZARR_PARTIAL.match(name):
+            return False
+    return True
 
 
 def _listed(names: list[str], what: str = " kmseg did not write") -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,6 +230,141 @@ def test_killed_batch_resumes_to_the_same_bytes(tmp_path):
     assert kmseg("segment", str(folder), *args, "-o", str(out), env=env).returncode == 2
 
 
+def test_resume_after_a_kill_between_a_folder_and_its_zarr_json(tmp_path):
+    """A SIGKILL while zarr creates a node leaves its folder without ``zarr.json`` (an empty
+    ``img002/`` or ``img001/0/``); the bug: the rerun refused the output as holding an entry
+    kmseg did not write instead of resuming. The leftovers are the state such a kill leaves,
+    made by hand so the test does not depend on when the kill lands."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 3, size=24)
+    args = ["segment", str(folder), "-k", "4", "-q", "--batch-inputs", "1"]
+    reference, out = tmp_path / "reference.zarr", tmp_path / "out.zarr"
+    assert kmseg(*args, "-o", str(reference)).returncode == 0
+    assert kmseg(*args, "-o", str(out)).returncode == 0
+    root = json.loads((out / "zarr.json").read_text())
+    root["attributes"]["kmseg"]["status"] = "incomplete"
+    (out / "zarr.json").write_text(json.dumps(root))
+    group = json.loads((out / "img001" / "zarr.json").read_text())
+    group["attributes"]["kmseg"]["status"] = "incomplete"
+    (out / "img001" / "zarr.json").write_text(json.dumps(group))
+    shutil.rmtree(out / "img001" / "0")  # img001 half created: level 0 without zarr.json
+    (out / "img001" / "0").mkdir()
+    shutil.rmtree(out / "img002")
+    (out / "img002" / "labels").mkdir(parents=True)  # img002: folders only
+
+    again = kmseg(*args, "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "1 of 3 done, resuming" in again.stderr
+    assert_same_store(reference, out)
+
+
+def test_report_of_a_partial_batch(tmp_path):
+    """``report: true`` with ``on_error: continue`` and a failing input; the bug: the batch
+    ended with exit 2 ("the job did not finish (status incomplete)") and no page, though the
+    output was a finished partial batch. The page shows the finished images and lists the
+    failed input once with its error; exit 3 as for any partial batch."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 3, size=24)
+    Image.fromarray(np.full((24, 24, 3), 9, np.uint8)).save(folder / "img001.png")
+    out = tmp_path / "out.zarr"
+    proc = kmseg("segment", str(folder), "-k", "4", "-q", "-o", str(out), "--report",
+                 "--on-error", "continue")
+    assert proc.returncode == 3, proc.stderr
+    page = (tmp_path / "out.report.html").read_text()
+    assert "img000" in page and "img002" in page
+    bad = str(folder / "img001.png")
+    assert f"<li>{bad}: k=4 is larger than the 1 distinct value(s) in the image</li>" in page
+    info = kmseg("info", str(out)).stdout
+    assert info.count(bad) == 1 and "1 input(s) failed" in info
+
+
+def test_resume_refuses_a_finished_input_that_is_no_longer_an_input(tmp_path):
+    """An input finished by a killed batch and removed from the folder before the rerun; the
+    bug: the rerun resumed and kept its group, unlisted in the root's ``outputs``, so the
+    output held a result of no input of the job and ``--overwrite`` then refused the store as
+    holding an entry kmseg did not write. Refused in one line, as a changed input is, and
+    ``--overwrite`` starts over."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 3, size=24)
+    out = tmp_path / "out.zarr"
+    args = ["segment", str(folder), "-k", "4", "-q", "--batch-inputs", "1", "-o", str(out)]
+    assert kmseg(*args).returncode == 0
+    for meta in (out / "zarr.json", out / "img002" / "zarr.json"):  # as a kill leaves it
+        doc = json.loads(meta.read_text())
+        doc["attributes"]["kmseg"]["status"] = "incomplete"
+        meta.write_text(json.dumps(doc))
+    (folder / "img000.png").unlink()
+
+    again = kmseg(*args)
+    assert again.returncode == 2, again.stderr
+    assert again.stderr.count("\n") == 1 and str(folder / "img000.png") in again.stderr
+    assert "no longer one of its inputs" in again.stderr
+    assert group_status(out, "img000") == "complete"  # nothing removed by the refusal
+
+    fresh = kmseg(*args, "--overwrite")
+    assert fresh.returncode == 0, fresh.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img001", "img002"]
+
+
+def test_resume_refuses_a_mask_changed_since_its_input_was_segmented(tmp_path):
+    """``--mask FOLDER``: the job's fingerprint knows only the folder's name; the bug: a mask
+    replaced between the killed run and the rerun went unnoticed, so the resumed output mixed
+    results of the old and the new masks. Refused in one line naming the mask."""
+    folder, masks = tmp_path / "in", tmp_path / "masks"
+    write_pngs(folder, 3, size=24)
+    masks.mkdir()
+    inside = np.zeros((24, 24), np.uint8)
+    inside[4:20, 2:22] = 255
+    for i in range(3):
+        Image.fromarray(inside).save(masks / f"img{i:03d}.png")
+    out = tmp_path / "out.zarr"
+    args = ["segment", str(folder), "-k", "4", "-q", "--batch-inputs", "1", "--mask",
+            str(masks), "-o", str(out)]
+    assert kmseg(*args).returncode == 0
+    for meta in (out / "zarr.json", out / "img002" / "zarr.json"):  # as a kill leaves it
+        doc = json.loads(meta.read_text())
+        doc["attributes"]["kmseg"]["status"] = "incomplete"
+        meta.write_text(json.dumps(doc))
+    inside[:, :12] = 0
+    Image.fromarray(inside).save(masks / "img000.png")
+    os.utime(masks / "img000.png", ns=(1, 10**18))  # another stamp whatever the clock
+
+    again = kmseg(*args)
+    assert again.returncode == 2, again.stderr
+    assert again.stderr.count("\n") == 1, again.stderr
+    assert f"the mask {masks / 'img000.png'} of the input" in again.stderr
+
+
+@pytest.mark.parametrize("batch_inputs", ["1", "32"])
+def test_each_input_keeps_its_own_warnings(tmp_path, batch_inputs):
+    """A warning raised when an input is opened (here nibabel repairing b.nii's header) is
+    recorded in that input's metadata only. The bug: the window's warnings were counted from
+    the start of its fit, after its inputs were opened, and the next window is opened before
+    this one is written, so b's warning went to a's metadata and never to b's."""
+    import struct
+
+    import nibabel as nib
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in "abcd":
+        data = rng.integers(0, 4, (20, 20, 6)).astype(np.int16) * 100
+        nib.Nifti1Image(data, np.eye(4)).to_filename(folder / f"{name}.nii")
+    raw = bytearray((folder / "b.nii").read_bytes())
+    struct.pack_into("<f", raw, 80, -1.0)  # pixdim[1] < 0: nibabel repairs it and says so
+    (folder / "b.nii").write_bytes(bytes(raw))
+    out = tmp_path / "out.zarr"
+    proc = kmseg("segment", str(folder), "-k", "4", "-q", "-o", str(out), "--batch-inputs",
+                 batch_inputs)
+    assert proc.returncode == 0, proc.stderr
+    warned = {name: json.loads((out / name / "zarr.json").read_text())["attributes"]["kmseg"][
+        "warnings"] for name in "abcd"}
+    assert warned["a"] == warned["c"] == warned["d"] == []
+    [line] = warned["b"]
+    assert line.startswith(f"{folder / 'b.nii'}: NIfTI header repaired by nibabel: pixdim")
+
+
 # -- label order --------------------------------------------------------------------------------
 
 
@@ -423,20 +559,39 @@ def test_resume_refuses_an_input_changed_since_it_was_segmented(tmp_path, capsys
     assert err.count("\n") == 0 and f"the input {changed} changed" in err
 
 
-@pytest.mark.parametrize("fault", ["unreadable", "one colour"])
-def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault):
+@pytest.mark.parametrize("batch_inputs", ["1", "32"])
+@pytest.mark.parametrize("fault", ["unreadable", "one colour", "corrupt pixels", "corrupt tile"])
+def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault, batch_inputs):
     """Windows are fitted ahead of writing; ``on_error: stop`` still ends as a sequential run
-    would: every input before the failing one complete, none after it written, exit 2."""
+    would: every input before the failing one complete, none after it written, exit 2 — also
+    when the failing input shares its window with the inputs before it (the default window;
+    the bug: a fit failure dropped the whole window, so img000 and img001 were not written)."""
     folder = tmp_path / "in"
     write_pngs(folder, 5, size=24)
     bad = folder / "img002.png"
     if fault == "unreadable":
         bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    elif fault == "corrupt pixels":  # the header opens; decoding fails inside a task
+        data = bad.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    elif fault == "corrupt tile":  # a tiled TIFF whose last tile's zlib data is garbage
+        import tifffile
+
+        bad.unlink()
+        bad = folder / "img002.tif"
+        tifffile.imwrite(bad, patch_image(2, 64)[0], tile=(32, 32), compression="zlib")
+        with tifffile.TiffFile(bad) as tif:
+            offset, size = tif.pages[0].dataoffsets[-1], tif.pages[0].databytecounts[-1]
+        data = bytearray(bad.read_bytes())
+        data[offset:offset + size] = b"\x11" * size
+        bad.write_bytes(bytes(data))
     else:
         Image.fromarray(np.full((24, 24, 3), 9, np.uint8)).save(bad)
     out = tmp_path / "out.zarr"
-    proc = kmseg("segment", str(folder), "-k", "4", "-o", str(out), "-q", "--batch-inputs", "1")
+    proc = kmseg("segment", str(folder), "-k", "4", "-o", str(out), "-q", "--batch-inputs",
+                 batch_inputs)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "img002.png" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and bad.name in proc.stderr
     assert [group_status(out, f"img{i:03d}") for i in range(5)] == [
         "complete", "complete", None, None, None]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img000", "img001"]

@@ -68,6 +68,25 @@ def test_every_k_at_once_known_values():
     assert costs[2] == 0 and costs[3] == 0
 
 
+def test_cost_is_exactly_zero_from_k_equal_to_the_number_of_values():
+    """Bug: 4 grey levels gave a cost of 5.7e-13 at k = 4 (prefix-sum round-off) and 0 from
+    k = 5, so k auto chose 5 and the fit then failed ("k=5 is larger than the 4 distinct
+    values")."""
+    x = np.array([10.0, 80.0, 160.0, 240.0]) / 255
+    w = np.array([15137.0, 14461.0, 15137.0, 15265.0])
+    costs = optimal_costs_1d(x, w, 13)
+    assert costs[2] > 0 and np.all(costs[3:] == 0)
+
+
+def test_k_auto_on_four_grey_levels_picks_four(rng, tmp_path):
+    from pipeline import segment
+
+    levels = np.array([10, 80, 160, 240], np.uint8)
+    image = levels[rng.integers(0, 4, (300, 200))]
+    [result] = segment(image, str(tmp_path / "out.zarr"), k="auto", quiet=True)
+    assert result.k == 4 and result.mse == 0
+
+
 @pytest.mark.parametrize("engine", ["exact", "binned", "dask-ml", "sample"])
 def test_five_separated_colours_give_five(rng, engine):
     image = _five_colours(rng)

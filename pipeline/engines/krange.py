@@ -104,7 +104,11 @@ def optimal_costs_1d(x: np.ndarray, w: np.ndarray, k_max: int) -> np.ndarray:
     cw = np.concatenate([zero, np.cumsum(w)])
     cs = np.concatenate([zero, np.cumsum(w * xs)])
     css = np.concatenate([zero, np.cumsum(w * xs * xs)])
-    return np.maximum(_all_costs(cw, cs, css, int(k_max)), 0.0)
+    costs = np.maximum(_all_costs(cw, cs, css, int(k_max)), 0.0)
+    # Each value its own cluster: exactly 0, where the prefix sums leave round-off (5.7e-13
+    # for 4 grey levels), which made k auto skip past k = n to a k the image cannot have.
+    costs[len(x) - 1:] = 0.0
+    return costs
 
 
 def _variance(X: np.ndarray, w: np.ndarray) -> float:

@@ -98,13 +98,15 @@ def load_output(path: str) -> tuple[dict[str, Any], list[ImageData]]:
     Raises
     ------
     InputError
-        If the store is not a complete kmseg output.
+        If the store is not a complete (or partial) kmseg output.
     """
     from pipeline.errors import InputError
 
     _, meta, groups = open_output(path)
-    if meta.get("status") != "complete":
-        raise InputError(path, "the job did not finish (status incomplete); nothing to report")
+    # A partial batch (on_error: continue) holds its finished images; the failed are listed.
+    if meta.get("status") not in ("complete", "partial"):
+        raise InputError(path, f"the job did not finish (status {meta.get('status')}); "
+                         "nothing to report")
     images = []
     for name, group in groups:
         image_meta = dict(group.attrs.get("kmseg", {}))

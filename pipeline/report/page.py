@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pipeline.info import failure_line
 from pipeline.report.data import ImageData, Plane
 from pipeline.report.plots import colour_projections, k_curve, value_histogram
 from pipeline.report.render import (
@@ -474,6 +475,11 @@ def build_page(store: str, root_meta: dict[str, Any], images: Sequence[ImageData
         image_section(image, anchor) for image, anchor in zip(images, anchors, strict=True)
     )
     count = f"{len(images)} images" if len(images) > 1 else "1 image"
+    failed = [f for f in root_meta.get("failed") or [] if isinstance(f, dict)]
+    if failed:  # a partial batch (on_error: continue)
+        items = "".join(f"<li>{e(failure_line(f))}</li>" for f in failed)
+        summary = (f"<section><h2>{len(failed)} input(s) failed</h2><ul>{items}</ul>"
+                   f"</section>{summary}")
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f'<meta name="generator" content="{GENERATOR} {e(root_meta.get("version", ""))}">'

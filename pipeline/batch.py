@@ -445,18 +445,26 @@ def _failed(w: Working, exc: BaseException, config: JobConfig) -> None:
         w.stop = exc
 
 
+@contextlib.contextmanager
+def _isolated(w: Working, config: JobConfig) -> Iterator[None]:
+    """One input's step: its errors name it and are recorded on it (:func:`_failed`), except
+    output errors, which end the job."""
+    try:
+        with _naming(w.job):
+            yield
+    except OutputError:
+        raise
+    except Exception as exc:
+        _failed(w, exc, config)
+
+
 def _each(window: list[Working], config: JobConfig, step) -> None:
-    """Run ``step(working)`` for each live input, isolating failures (:func:`_failed`)."""
+    """Run ``step(working)`` for each live input, isolating failures (:func:`_isolated`)."""
     for w in _live(window):
-        try:
-            with _naming(w.job):
-                step(w)
-        except OutputError:
-            raise
-        except Exception as exc:
-            _failed(w, exc, config)
-            if w.stop is not None:
-                return
+        with _isolated(w, config):
+            step(w)
+        if w.stop is not None:
+            return
 
 
 def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, Any]],
@@ -475,16 +483,11 @@ def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, A
         pass
     out = []
     for w, lazy in items:
-        try:
-            with _naming(w.job):
-                (value,) = executor.compute(lazy, label=label)
+        with _isolated(w, config):
+            (value,) = executor.compute(lazy, label=label)
             out.append((w, value))
-        except OutputError:
-            raise
-        except Exception as exc:
-            _failed(w, exc, config)
-            if w.stop is not None:
-                break
+        if w.stop is not None:
+            break
     return out
 
 

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 from dask.delayed import Delayed
 
-from pipeline.blocks import block_origins, spatial_block_keys
+from pipeline.blocks import block_origins, spatial_block_keys, tree_merge
 from pipeline.features import FeatureSpec
 
 #: Fixed-point bits of the in-bin offsets (1/2^24 of a bin width; sums hold 2^39 pixels).
@@ -338,7 +338,6 @@ def summarise_bins(
     """Lazy :class:`BinTable` of every pixel with data of ``image``, merged in a tree."""
     spatial_ndim = len(spec.spatial_shape)
     build = dask.delayed(block_bins, pure=True)
-    merge = dask.delayed(merge_bins, pure=True)
     parts = [
         build(block, spec, grid, origin)
         for block, (_, origin, _) in zip(
@@ -346,8 +345,6 @@ def summarise_bins(
             strict=True,
         )
     ]
-    while len(parts) > 1:
-        parts = [merge(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
-    return parts[0]
+    return tree_merge(parts, merge_bins, split_every)
 
 

@@ -8,6 +8,7 @@ centres and the centres of the next Lloyd step.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import dask
@@ -15,7 +16,7 @@ import dask.array as da
 import numba
 import numpy as np
 
-from pipeline.blocks import block_origins, spatial_block_keys
+from pipeline.blocks import block_origins, spatial_block_keys, tree_merge
 from pipeline.engines.lloyd import BLOCK_ROWS, block_buffers, nearest_rows
 from pipeline.features import FeatureSpec
 from pipeline.labels import label_dtype
@@ -89,7 +90,6 @@ def count_distinct(image: da.Array, spec: FeatureSpec, cap: int) -> int:
     (a pass over the pixels; for images with very few values)."""
     spatial_ndim = len(spec.spatial_shape)
     step = dask.delayed(_block_distinct, pure=True)
-    union = dask.delayed(_union, pure=True)
     parts = [
         step(block, spec, origin, cap)
         for block, (_, origin, _) in zip(
@@ -97,9 +97,7 @@ def count_distinct(image: da.Array, spec: FeatureSpec, cap: int) -> int:
             strict=True,
         )
     ]
-    while len(parts) > 1:
-        parts = [union(*parts[i : i + 16], cap=cap) for i in range(0, len(parts), 16)]
-    (rows,) = dask.compute(parts[0])
+    (rows,) = dask.compute(tree_merge(parts, functools.partial(_union, cap=cap)))
     return len(rows)
 
 
@@ -128,7 +126,6 @@ def lloyd_pass(image: da.Array, spec: FeatureSpec, centres: np.ndarray,
     centres = np.asarray(centres, dtype=np.float64)
     spatial_ndim = len(spec.spatial_shape)
     step = dask.delayed(block_lloyd, pure=True)
-    add = dask.delayed(_add, pure=True)
     parts = [
         step(block, spec, centres, origin)
         for block, (_, origin, _) in zip(
@@ -136,9 +133,7 @@ def lloyd_pass(image: da.Array, spec: FeatureSpec, centres: np.ndarray,
             strict=True,
         )
     ]
-    while len(parts) > 1:
-        parts = [add(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
-    (total,) = dask.compute(parts[0])
+    (total,) = dask.compute(tree_merge(parts, _add, split_every))
     counts, sums, sse = _add(total)
     means = centres.copy()
     held = counts > 0

@@ -7,6 +7,7 @@ memory is bounded by the table size, not the image size.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
 
-from pipeline.blocks import spatial_block_keys
+from pipeline.blocks import spatial_block_keys, tree_merge
 from pipeline.engines.counting import count_dense, count_sorted, merge_counts
 from pipeline.engines.keys import ValueCodec
 
@@ -121,13 +122,8 @@ def summarise_values(
     """
     spatial_ndim = len(codec.spec.spatial_shape)
     build = dask.delayed(block_table, pure=True)
-    merge = dask.delayed(merge_tables, pure=True)
     parts = [
         build(block, codec, max_distinct) for block in spatial_block_keys(image, spatial_ndim)
     ]
-    while len(parts) > 1:
-        parts = [
-            merge(*parts[i : i + split_every], max_distinct=max_distinct)
-            for i in range(0, len(parts), split_every)
-        ]
-    return parts[0]
+    merge = functools.partial(merge_tables, max_distinct=max_distinct)
+    return tree_merge(parts, merge, split_every)

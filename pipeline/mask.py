@@ -8,7 +8,7 @@ the mask out (label 0) with no change of their own. The recoloured image is made
 *unmasked* image and spec: outside the mask it holds the palette's no-data row (0, or NaN for
 floating-point inputs) and an input alpha channel passes through unchanged; the appended
 channel is never written. The mask itself is written as a second label image ``labels/mask``
-(0 outside, 1 inside) by :func:`write_mask_pyramid`.
+(0 outside, 1 inside) by :func:`mask_pyramid_nodes`.
 
 Sources of a mask (the ``mask`` config key):
 
@@ -618,16 +618,6 @@ def mask_pyramid_nodes(path: str, mask: Mask, spatial: Any, n_levels: int) -> li
                                name=MASK_LABEL)
 
 
-def write_mask_pyramid(image_group: Any, mask: Mask, spatial: Any, n_levels: int) -> list[Any]:
-    """Create ``labels/mask`` next to ``labels/clusters`` and return lazy store tasks
-    (:func:`pipeline.io.ngff.write_label_pyramid`, which also lists it in ``labels``)."""
-    from pipeline.io.ngff import write_label_pyramid
-
-    return write_label_pyramid(
-        image_group, mask_labels(mask), spatial, n_levels, MASK_COLOURS, name=MASK_LABEL
-    )
-
-
 __all__ = [
     "AUTO",
     "Mask",
@@ -647,5 +637,4 @@ __all__ = [
     "strided",
     "tissue_mask",
     "upsampled",
-    "write_mask_pyramid",
 ]

@@ -196,14 +196,9 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     try:
         while True:
             opening = len(warn.recorded())  # the window's warnings start with its opening
-            try:
-                window = next(windows)
-            except StopIteration:
+            window = next(windows, None)
+            if window is None:
                 break
-            except Exception:
-                if pending is not None:  # stop as a sequential run: inputs before are done
-                    write(*pending, [])
-                raise
             fitting = ahead.submit(_fit_window, plan, inner, window, model)
             if pending is not None:
                 write(*pending, window)
@@ -383,7 +378,7 @@ def _windows(jobs: list[InputJob], config: JobConfig) -> Iterator[list[Working]]
     """Consecutive windows of opened inputs, bounded by count and pixels (module docstring).
 
     An input that cannot be opened still takes its place (with its error) so that it is
-    reported in order.
+    reported in order; with ``on_error: stop`` it is the last input of the last window.
     """
     window: list[Working] = []
     pixels = 0
@@ -395,17 +390,17 @@ def _windows(jobs: list[InputJob], config: JobConfig) -> Iterator[list[Working]]
         try:
             with _naming(job):
                 working.source = job.open(config)
+        except OutputError:
+            raise
         except (InputError, OSError, ValueError) as exc:
-            if config.on_error != "continue" or isinstance(exc, OutputError):
-                if window:  # stop after the inputs before this one, as they come first
-                    yield window
-                raise
-            working.error = _one_line(exc)
+            _failed(working, exc, config)
         if window and pixels + working.pixels > WINDOW_PIXELS:
             yield window
             window, pixels = [], 0
         window.append(working)
         pixels += working.pixels
+        if working.stop is not None:
+            break  # on_error: stop; the window is written up to this input, then it raises
     if window:
         yield window
 

@@ -102,6 +102,16 @@ class OptimalResult:
     starts: np.ndarray
 
 
+def prefix_sums(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prefix sums of the weights, weighted values and weighted squares of ``x`` centred on its
+    weighted mean (so the cluster costs lose no precision), each with a leading 0: the
+    ``(cw, cs, css)`` the dynamic programme takes."""
+    xs = x - np.average(x, weights=w)
+    zero = np.zeros(1)
+    return (np.concatenate([zero, np.cumsum(w)]), np.concatenate([zero, np.cumsum(w * xs)]),
+            np.concatenate([zero, np.cumsum(w * xs * xs)]))
+
+
 def optimal_kmeans_1d(x: np.ndarray, w: np.ndarray, k: int) -> OptimalResult:
     """Globally optimal weighted K-Means of sorted values.
 
@@ -121,12 +131,7 @@ def optimal_kmeans_1d(x: np.ndarray, w: np.ndarray, k: int) -> OptimalResult:
         raise ValueError(f"k={k} must be between 1 and the number of values ({n})")
     if n > 1 and np.any(np.diff(x) < 0):
         raise ValueError("values must be sorted")
-    xs = x - np.average(x, weights=w)
-    zero = np.zeros(1)
-    cw = np.concatenate([zero, np.cumsum(w)])
-    cs = np.concatenate([zero, np.cumsum(w * xs)])
-    css = np.concatenate([zero, np.cumsum(w * xs * xs)])
-    starts, _ = _solve(cw, cs, css, int(k))
+    starts, _ = _solve(*prefix_sums(x, w), int(k))
     wsum = np.add.reduceat(w, starts)
     centres = np.add.reduceat(w * x, starts) / wsum
     ends = np.append(starts[1:], n)

@@ -38,7 +38,7 @@ import numpy as np
 
 from pipeline.autok import choose_k
 from pipeline.engines.base import Engine, FitParams
-from pipeline.engines.dp1d import _fill_row, _ssq
+from pipeline.engines.dp1d import _fill_row, _ssq, prefix_sums
 from pipeline.engines.table import ValueTable
 from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
@@ -99,12 +99,7 @@ def optimal_costs_1d(x: np.ndarray, w: np.ndarray, k_max: int) -> np.ndarray:
     w = np.asarray(w, dtype=np.float64)
     if len(x) == 0:
         return np.zeros(k_max)
-    xs = x - np.average(x, weights=w)
-    zero = np.zeros(1)
-    cw = np.concatenate([zero, np.cumsum(w)])
-    cs = np.concatenate([zero, np.cumsum(w * xs)])
-    css = np.concatenate([zero, np.cumsum(w * xs * xs)])
-    costs = np.maximum(_all_costs(cw, cs, css, int(k_max)), 0.0)
+    costs = np.maximum(_all_costs(*prefix_sums(x, w), int(k_max)), 0.0)
     # Each value its own cluster: exactly 0, where the prefix sums leave round-off (5.7e-13
     # for 4 grey levels), which made k auto skip past k = n to a k the image cannot have.
     costs[len(x) - 1:] = 0.0

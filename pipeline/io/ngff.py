@@ -414,22 +414,35 @@ def label_pyramid_nodes(
     return nodes
 
 
-async def _create(root: Any, node: Node) -> Any:
-    if node.array is not None:
-        return await root.create_array(node.path, attributes=node.attributes, **node.array)
-    if node.update:
-        group = root if not node.path else await root.getitem(node.path)
-        await group.update_attributes(node.attributes)
-        return None
-    await root.create_group(node.path, attributes=node.attributes, overwrite=node.overwrite)
-    return None
+@functools.cache
+def _array_metadata(shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...],
+                    dimension_names: tuple[str, ...]) -> Any:
+    """Zarr v3 metadata of an output array (made once per distinct layout, in memory)."""
+    from zarr.storage import MemoryStore
+
+    return zarr.create_array(
+        MemoryStore(), **_array_arguments(shape, np.dtype(dtype), chunks, list(dimension_names))
+    ).metadata
+
+
+def _metadata(node: Node) -> Any:
+    from zarr.core.group import GroupMetadata
+
+    if node.array is None:
+        return GroupMetadata(attributes=node.attributes, zarr_format=3)
+    args = node.array
+    meta = _array_metadata(tuple(args["shape"]), np.dtype(args["dtype"]).str,
+                           tuple(args["chunks"]), tuple(args["dimension_names"]))
+    return meta.update_attributes(node.attributes) if node.attributes else meta
 
 
 def create_nodes(root: zarr.Group, nodes: Sequence[Node]) -> list[Any]:
     """Create ``nodes`` below ``root`` and return the lazy store task of each array node.
 
-    Nodes of one depth are created concurrently (one round trip to the store per depth, which
-    is what a folder of small images spends most of its writing on), parents before children.
+    The new groups and arrays are created by one :func:`zarr.create_hierarchy` (their
+    documents written concurrently: a folder of small images spends most of its writing on
+    them); groups marked ``overwrite`` are removed first, and the attributes of ``update``
+    nodes are merged into the existing groups' afterwards.
 
     Returns
     -------
@@ -440,20 +453,31 @@ def create_nodes(root: zarr.Group, nodes: Sequence[Node]) -> list[Any]:
 
     from zarr.core.sync import sync
 
-    async def create_all() -> list[Any]:
-        made: list[Any] = [None] * len(nodes)
-        depth = [n.path.count("/") + 1 if n.path else 0 for n in nodes]
-        for level in sorted(set(depth)):
-            index = [i for i, d in enumerate(depth) if d == level]
-            done = await asyncio.gather(*[_create(root._async_group, nodes[i]) for i in index])
-            for i, value in zip(index, done, strict=True):
-                made[i] = value
-        return made
+    base = root.path
+    store = root.store
+    new = {_join(base, n.path): n for n in nodes if not n.update}
+    replaced = [key for key, n in new.items() if n.overwrite and key]
+    if replaced:
+        async def remove_all() -> None:
+            await asyncio.gather(*[store.delete_dir(key) for key in replaced])
 
-    made = sync(create_all())
+        sync(remove_all())
+    made = dict(zarr.create_hierarchy(
+        store=store, nodes={key: _metadata(n) for key, n in new.items()}
+    ))
+    updates = [n for n in nodes if n.update]
+    if updates:
+        async def update_all() -> None:
+            group = root._async_group
+            targets = [group if not n.path else await group.getitem(n.path) for n in updates]
+            await asyncio.gather(*[
+                t.update_attributes(n.attributes) for t, n in zip(targets, updates, strict=True)
+            ])
+
+        sync(update_all())
     return [
-        _store(node.source, zarr.Array(array))
-        for node, array in zip(nodes, made, strict=True)
+        _store(node.source, made[_join(base, node.path)].with_config(_ARRAY_CONFIG))
+        for node in nodes
         if node.array is not None
     ]
 

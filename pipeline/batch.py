@@ -88,7 +88,7 @@ WINDOW_PIXELS = 1 << 25
 RUN_KEYS = frozenset({
     "quiet", "overwrite", "scheduler", "scheduler_file", "cluster", "n_workers",
     "local_scheduler", "tls_ca_file", "tls_cert", "tls_key", "connect_timeout",
-    "performance_report", "on_error", "output", "batch_inputs", "report",
+    "performance_report", "on_error", "output", "batch_inputs", "batch_processes", "report",
 })
 
 #: Exit status of the CLI when some inputs of a batch failed (``on_error: continue``).
@@ -174,12 +174,17 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     # (from before it was opened) also holds those of its neighbours, in flight at the time.
     written: list[Working] = []
 
-    def write(window: list[Working], fitting: Future, warnings_from: int,
-              following: list[Working]) -> None:
+    def write(window: list[Working], fitting: Future | None, warnings_from: int,
+              following: list[str], outcome: Any = None) -> None:
+        """Write ``window`` here (its fit is ``fitting``), or take what a worker process wrote
+        (``outcome``); ``following`` are the paths of the windows in flight after it."""
         nonlocal pixels_done, written
-        fitting.result()
-        neighbours = [w.job.path for w in written + following]
-        _write_window(plan, inner, root, window, failed, results, warnings_from, neighbours)
+        if outcome is None:
+            fitting.result()
+            neighbours = [w.job.path for w in written] + following
+            _write_window(plan, inner, root, window, failed, results, warnings_from, neighbours)
+        else:
+            _take_outcome(plan, root, window, outcome, failed, results)
         written = window
         pixels_done += sum(w.pixels for w in window if w.error is None)
         if bar is not None:
@@ -187,27 +192,23 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
             elapsed = max(time.perf_counter() - started, 1e-9)
             bar.set_postfix_str(f"{pixels_done / elapsed / 1e6:.2f} Mpx/s")
 
-    # Window n + 1 is opened and fitted (a thread) while window n is written (this thread):
-    # fits are mostly compiled code, writes mostly Python, so the two share the cores; at
-    # most two windows are in flight.
-    ahead = ThreadPoolExecutor(1, thread_name_prefix="kmseg-fit")
-    pending: tuple[list[Working], Future, int] | None = None
-    windows = _windows(todo, config)
+    n_processes = 0
+    if todo:
+        from pipeline.batchpool import pool_processes
+
+        n_processes = pool_processes(plan, executor, len(todo))
+    if n_processes:
+        from pipeline.batchpool import POOL_WINDOW
+
+        windows = _windows(todo, config, POOL_WINDOW)
+    else:
+        windows = _windows(todo, config)
     try:
-        while True:
-            opening = len(warn.recorded())  # the window's warnings start with its opening
-            window = next(windows, None)
-            if window is None:
-                break
-            fitting = ahead.submit(_fit_window, plan, inner, window, model)
-            if pending is not None:
-                write(*pending, window)
-            pending = (window, fitting, opening)
-        if pending is not None:
-            write(*pending, [])
+        if n_processes:
+            _run_pooled(plan, inner, root, windows, model, n_processes, write)
+        else:
+            _run_here(plan, inner, windows, model, write)
     finally:
-        # After an error, a window not yet fitting is dropped and the one fitting ends first.
-        ahead.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
     if plan.grouped:
@@ -222,6 +223,80 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
         }
     ordered = [results[job.name] for job in plan.jobs if job.name in results]
     return BatchResults(ordered, failed, resumed=len(done))
+
+
+def _run_here(plan: Plan, executor: Executor, windows: Iterator[list[Working]], model: Any,
+              write) -> None:
+    """Every window in this process: window n + 1 is opened and fitted (a thread) while window
+    n is written (this thread); fits are mostly compiled code, writes mostly Python, so the two
+    share the cores. At most two windows are in flight."""
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="kmseg-fit")
+    pending: tuple[list[Working], Future, int] | None = None
+    try:
+        while True:
+            opening = len(warn.recorded())  # the window's warnings start with its opening
+            window = next(windows, None)
+            if window is None:
+                break
+            fitting = ahead.submit(_fit_window, plan, executor, window, model)
+            if pending is not None:
+                write(*pending, [w.job.path for w in window])
+            pending = (window, fitting, opening)
+        if pending is not None:
+            write(*pending, [])
+    finally:
+        # After an error, a window not yet fitting is dropped and the one fitting ends first.
+        ahead.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_pooled(plan: Plan, executor: Executor, root: _LazyRoot,
+                windows: Iterator[list[Working]], model: Any, n_processes: int,
+                write) -> None:
+    """Windows of small inputs in worker processes (:mod:`pipeline.batchpool`); the first
+    window and windows with a large input here, once the pool's windows before them ended."""
+    from pipeline.batchpool import Pool, is_small
+
+    pool: Pool | None = Pool(n_processes, plan, model)  # its processes start meanwhile
+    drained: list[str] = []  # paths of the pool's windows whose warnings were replayed
+
+    def collect() -> None:
+        window, outcome = pool.next_done()
+        warn.replay(outcome.warnings)
+        drained.extend(w.job.path for w in window)
+        write(window, None, 0, [], outcome=outcome)
+
+    try:
+        first = True
+        while True:
+            opening = len(warn.recorded())
+            window = next(windows, None)
+            if window is None:
+                break
+            if first or not is_small(window):
+                while pool is not None and pool.pending:
+                    collect()
+                fitting: Future = Future()
+                fitting.set_result(_fit_window(plan, executor, window, model))
+                write(window, fitting, opening, drained)
+                drained = []
+                first = False
+                continue
+            opened = warn.recorded()[opening:]
+            while pool.full():
+                collect()
+            pool.submit(window, opened)
+        while pool is not None and pool.pending:
+            collect()
+    except BaseException:
+        if pool is not None:
+            # on_error: stop (or an output error): no input after the failing one may remain
+            for window in pool.close():
+                _discard(window, root)
+            pool = None
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def _progress(total: int, initial: int, off: bool):
@@ -374,7 +449,8 @@ class _LazyRoot:
 # -- windows ------------------------------------------------------------------------------
 
 
-def _windows(jobs: list[InputJob], config: JobConfig) -> Iterator[list[Working]]:
+def _windows(jobs: list[InputJob], config: JobConfig,
+             most: int | None = None) -> Iterator[list[Working]]:
     """Consecutive windows of opened inputs, bounded by count and pixels (module docstring).
 
     An input that cannot be opened still takes its place (with its error) so that it is
@@ -382,8 +458,9 @@ def _windows(jobs: list[InputJob], config: JobConfig) -> Iterator[list[Working]]
     """
     window: list[Working] = []
     pixels = 0
+    most = min(most or config.batch_inputs, config.batch_inputs)
     for job in jobs:
-        if len(window) >= config.batch_inputs:
+        if len(window) >= most:
             yield window
             window, pixels = [], 0
         working = Working(job)
@@ -486,14 +563,32 @@ def _compute(executor: Executor, config: JobConfig, items: list[tuple[Working, A
     return out
 
 
+def _remove_group(w: Working, root: Any) -> None:
+    if w.job.group is not None and root.opened and w.job.group in root.get():
+        del root.get()[w.job.group]
+
+
+def discard_failed(window: list[Working], root: Any) -> None:
+    """Remove the groups of the inputs of ``window`` that failed, and with ``on_error: stop``
+    of every input from the one that stops the batch on (none may look started)."""
+    stopped = False
+    for w in window:
+        stopped = stopped or w.stop is not None
+        if stopped or w.error is not None:
+            _remove_group(w, root)
+
+
+def _discard(window: list[Working], root: Any) -> None:
+    """Remove the groups of every input of ``window`` (a window after a stop)."""
+    for w in window:
+        _remove_group(w, root)
+
+
 def _report_failures(window: list[Working], failed: list[FailedInput], config: JobConfig,
                      root: Any) -> None:
+    discard_failed(window, root)
     stops = [w for w in window if w.stop is not None]
-    if stops:  # on_error: stop; no input from the failing one on may look started
-        after = window[window.index(stops[0]):]
-        for w in after:
-            if w.job.group is not None and root.opened and w.job.group in root.get():
-                del root.get()[w.job.group]
+    if stops:
         raise stops[0].stop
     for w in window:
         if w.error is None or any(f.name == w.job.name for f in failed):
@@ -501,8 +596,16 @@ def _report_failures(window: list[Working], failed: list[FailedInput], config: J
         failed.append(FailedInput(w.job.name, w.job.path, w.error))
         message = w.error if w.job.path in w.error else f"{w.job.path}: {w.error}"
         log.error("%s (skipped; on_error: continue)", message)
-        if w.job.group is not None and root.opened and w.job.group in root.get():
-            del root.get()[w.job.group]
+
+
+def _take_outcome(plan: Plan, root: Any, window: list[Working], outcome: Any,
+                  failed: list[FailedInput], results: dict[str, SegmentationResult]) -> None:
+    """Record what a worker process did with ``window`` (:mod:`pipeline.batchpool`)."""
+    for w, done in zip(window, outcome.inputs, strict=True):
+        w.error, w.stop = done.error, done.stop
+        if done.result is not None:
+            results[w.job.name] = done.result
+    _report_failures(window, failed, plan.config, root)
 
 
 # -- the stages of one window -------------------------------------------------------------

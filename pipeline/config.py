@@ -191,6 +191,12 @@ class JobConfig:
     batch_inputs: int = Field(
         32, ge=1, description="most inputs of a batch open at once (bounds memory)"
     )
+    batch_processes: int | None = Field(
+        None,
+        ge=1,
+        description="local batches: worker processes that segment windows of small inputs "
+        "side by side (1: none); none: one per core for batches of 16 inputs or more",
+    )
     mask: str | None = Field(
         None,
         description="segment only inside a mask: an image file (nonzero = inside; a lower "

@@ -82,7 +82,7 @@ def open_executor(config: JobConfig) -> Iterator[Executor]:
         stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
         client = _open_client(config, stack)
         if client is None:
-            scheduler, n_threads = _local(config)
+            scheduler, n_threads = local_scheduler(config)
             # The scheduler function itself: by name, Dask imports distributed (0.13 s) to
             # look for a client first.
             settings: dict[str, Any] = {"scheduler": _SCHEDULERS.get(scheduler, scheduler)}
@@ -100,7 +100,7 @@ def open_executor(config: JobConfig) -> Iterator[Executor]:
         yield Executor(client, progress=progress)
 
 
-def _local(config: JobConfig) -> tuple[str, int | None]:
+def local_scheduler(config: JobConfig) -> tuple[str, int | None]:
     """The local scheduler and its number of threads (a ``threads`` block wins)."""
     spec = config.cluster or {}
     if spec.get("kind") == "threads":
@@ -112,7 +112,7 @@ def _open_client(config: JobConfig, stack: contextlib.ExitStack) -> Any:
     """A distributed client for the config (closed by ``stack``), or None for local threads."""
     timeout = config.connect_timeout
     spec = config.cluster or {}
-    scheduler, n_threads = _local(config)
+    scheduler, n_threads = local_scheduler(config)
     if not (uses_cluster(config) or scheduler == "processes" or config.performance_report):
         return None
     level = stack.enter_context(distributed_logging())

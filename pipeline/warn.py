@@ -25,6 +25,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 #: Libraries that report problems through :mod:`logging` rather than :mod:`warnings`.
 LIBRARY_LOGGERS = ("tifffile", "pydicom", "nibabel", "zarr", "numcodecs", "imagecodecs")
@@ -51,6 +52,8 @@ class Capture:
     def __init__(self, echo: bool) -> None:
         self.echo = echo
         self.lines: list[str] = []
+        #: The warning display to pass warnings on to (``forward=True``), or None.
+        self.forward: Any = None
 
     def add(self, line: str) -> None:
         with _lock:
@@ -98,6 +101,7 @@ def capture(*, echo: bool = False, forward: bool = True) -> Iterator[Capture]:
     """
     record = Capture(echo)
     previous = warnings.showwarning
+    record.forward = previous if forward else None
 
     def show(message, category, filename, lineno, file=None, line=None):
         record.add(format_warning(message, category))
@@ -132,6 +136,22 @@ def capture(*, echo: bool = False, forward: bool = True) -> Iterator[Capture]:
             if stream is not None:
                 logger.removeHandler(stream)
                 logger.propagate = kmseg_propagate
+
+
+def replay(lines: list[str]) -> None:
+    """Record ``lines``, warnings captured in another process (a batch's worker processes), in
+    the innermost active :func:`capture` as if raised here: each new one is logged (``echo``)
+    and passed on (``forward``) once."""
+    if not _active:
+        return
+    from pipeline.errors import KmsegWarning
+
+    record = _active[-1]
+    for line in lines:
+        new = line not in record.lines
+        record.add(line)
+        if new and record.forward is not None:
+            record.forward(line, KmsegWarning, __file__, 0)
 
 
 def recorded() -> list[str]:

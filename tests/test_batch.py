@@ -73,8 +73,9 @@ def group_status(root: Path, name: str) -> str | None:
     return meta.get("attributes", {}).get("kmseg", {}).get("status")
 
 
-#: Metadata that differs between two runs of the same job: times, and the output's own path.
-_VARYING = {"timings", "fit_s", "summary_task_s", "created", "output"}
+#: Metadata that differs between two runs of the same job: times, the output's own path, and
+#: how many processes ran it.
+_VARYING = {"timings", "fit_s", "summary_task_s", "created", "output", "batch_processes"}
 
 
 def _strip(value):
@@ -148,15 +149,18 @@ def test_plan_is_lazy_and_immutable(tmp_path):
 # -- errors -----------------------------------------------------------------------------------
 
 
-def test_on_error_continue(tmp_path):
-    """A bad file and a one-colour image fail; the others are written; exit status 3."""
+@pytest.mark.parametrize("processes", [[], ["--batch-inputs", "1", "--batch-processes", "2"]],
+                         ids=["here", "in processes"])
+def test_on_error_continue(tmp_path, processes):
+    """A bad file and a one-colour image fail; the others are written; exit status 3. In
+    processes, both failures happen in worker processes (the first window runs here)."""
     folder = tmp_path / "in"
     write_pngs(folder, 2)
     (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(folder / "flat.png")
     out = tmp_path / "out.zarr"
     proc = kmseg("segment", str(folder), "-k", "4", "-o", str(out), "-q",
-                 "--on-error", "continue")
+                 "--on-error", "continue", *processes)
     assert proc.returncode == 3, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "skipped" in line]
     assert len(lines) == 2
@@ -176,13 +180,16 @@ def test_on_error_continue(tmp_path):
 # -- resume -----------------------------------------------------------------------------------
 
 
-def test_killed_batch_resumes_to_the_same_bytes(tmp_path):
+@pytest.mark.parametrize("processes", ["1", "auto"])
+def test_killed_batch_resumes_to_the_same_bytes(tmp_path, processes):
     """SIGKILL the client mid-batch; the same command keeps the finished inputs, does the rest,
-    says so, and the store equals an uninterrupted run's file for file."""
+    says so, and the store equals an uninterrupted run's file for file. With worker processes
+    (48 inputs: the default pool), the workers die with the client."""
     folder = tmp_path / "in"
     n = 48
     write_pngs(folder, n, size=32, noise=True)
-    args = ["-k", "3", "-q", "--batch-inputs", "4"]
+    args = ["-k", "3", "-q", "--batch-inputs", "4",
+            *(["--batch-processes", processes] if processes != "auto" else [])]
     env: dict[str, str] = {}
     reference = tmp_path / "reference.zarr"
     assert kmseg("segment", str(folder), *args, "-o", str(reference), env=env).returncode == 0
@@ -195,10 +202,12 @@ def test_killed_batch_resumes_to_the_same_bytes(tmp_path):
     )
     deadline = time.monotonic() + 300
     done = 0
+    workers: list[int] = []
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             done = sum(group_status(out, f"img{i:03d}") == "complete" for i in range(n))
             if done >= 4:
+                workers = _children(proc.pid)
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.01)
@@ -207,6 +216,9 @@ def test_killed_batch_resumes_to_the_same_bytes(tmp_path):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL, "the batch ended before it could be killed"
+    if processes == "auto":
+        assert len(workers) >= 2  # the pool's processes (and multiprocessing's tracker)
+    assert _alive(workers) == []
     finished = [i for i in range(n) if group_status(out, f"img{i:03d}") == "complete"]
     assert 0 < len(finished) < n
     kept = out / f"img{finished[0]:03d}" / "labels" / "clusters" / "0" / "c"
@@ -228,6 +240,37 @@ def test_killed_batch_resumes_to_the_same_bytes(tmp_path):
     assert_same_store(reference, out)
     # A finished batch is never rewritten without --overwrite.
     assert kmseg("segment", str(folder), *args, "-o", str(out), env=env).returncode == 2
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"PPid:\t{parent}\n" in status:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pids: list[int], wait: float = 10.0) -> list[int]:
+    """Those of ``pids`` still running (not zombies) after up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                alive.append(pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
 
 
 def test_resume_after_a_kill_between_a_folder_and_its_zarr_json(tmp_path):
@@ -335,7 +378,7 @@ def test_resume_refuses_a_mask_changed_since_its_input_was_segmented(tmp_path):
     assert f"the mask {masks / 'img000.png'} of the input" in again.stderr
 
 
-@pytest.mark.parametrize("batch_inputs", ["1", "32"])
+@pytest.mark.parametrize("batch_inputs", ["1", "32", "1 in processes"])
 def test_each_input_keeps_its_own_warnings(tmp_path, batch_inputs):
     """A warning raised when an input is opened (here nibabel repairing b.nii's header) is
     recorded in that input's metadata only. The bug: the window's warnings were counted from
@@ -355,14 +398,16 @@ def test_each_input_keeps_its_own_warnings(tmp_path, batch_inputs):
     struct.pack_into("<f", raw, 80, -1.0)  # pixdim[1] < 0: nibabel repairs it and says so
     (folder / "b.nii").write_bytes(bytes(raw))
     out = tmp_path / "out.zarr"
+    processes = ["--batch-processes", "2"] if "processes" in batch_inputs else []
     proc = kmseg("segment", str(folder), "-k", "4", "-q", "-o", str(out), "--batch-inputs",
-                 batch_inputs)
+                 batch_inputs.split()[0], *processes)
     assert proc.returncode == 0, proc.stderr
     warned = {name: json.loads((out / name / "zarr.json").read_text())["attributes"]["kmseg"][
         "warnings"] for name in "abcd"}
     assert warned["a"] == warned["c"] == warned["d"] == []
     [line] = warned["b"]
     assert line.startswith(f"{folder / 'b.nii'}: NIfTI header repaired by nibabel: pixdim")
+    assert proc.stderr.count("NIfTI header repaired") == 1, proc.stderr
 
 
 # -- label order --------------------------------------------------------------------------------
@@ -559,7 +604,7 @@ def test_resume_refuses_an_input_changed_since_it_was_segmented(tmp_path, capsys
     assert err.count("\n") == 0 and f"the input {changed} changed" in err
 
 
-@pytest.mark.parametrize("batch_inputs", ["1", "32"])
+@pytest.mark.parametrize("batch_inputs", ["1", "32", "1 in processes"])
 @pytest.mark.parametrize("fault", ["unreadable", "one colour", "corrupt pixels", "corrupt tile"])
 def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault, batch_inputs):
     """Windows are fitted ahead of writing; ``on_error: stop`` still ends as a sequential run
@@ -588,10 +633,109 @@ def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault, batch
     else:
         Image.fromarray(np.full((24, 24, 3), 9, np.uint8)).save(bad)
     out = tmp_path / "out.zarr"
+    # "in processes": the failing input and those after it run in worker processes (the first
+    # window runs in the main process), so the inputs after it may be written before the
+    # failure is known, and must be removed.
+    processes = ["--batch-processes", "2"] if "processes" in batch_inputs else []
     proc = kmseg("segment", str(folder), "-k", "4", "-o", str(out), "-q", "--batch-inputs",
-                 batch_inputs)
+                 batch_inputs.split()[0], *processes)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and bad.name in proc.stderr
     assert [group_status(out, f"img{i:03d}") for i in range(5)] == [
         "complete", "complete", None, None, None]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img000", "img001"]
+
+
+# -- worker processes ---------------------------------------------------------------------
+
+
+def test_worker_processes_write_what_this_process_writes(tmp_path, monkeypatch):
+    """A batch of 20 small images runs its windows in worker processes by default (batches of
+    16 or more), and writes the same store, file for file, as one process."""
+    from pipeline import batchpool
+
+    folder = tmp_path / "in"
+    write_pngs(folder, 20, size=32, noise=True)
+    started = []
+    real_pool = batchpool.Pool
+
+    class Counted(real_pool):
+        def __init__(self, n, *args, **kwargs):
+            started.append(n)
+            super().__init__(n, *args, **kwargs)
+
+    monkeypatch.setattr(batchpool, "Pool", Counted)
+    here = tmp_path / "here.zarr"
+    pipeline.segment(str(folder), str(here), k=3, quiet=True, n_workers=2, batch_inputs=4,
+                     batch_processes=1)
+    assert started == []
+    pooled = tmp_path / "pooled.zarr"
+    results = pipeline.segment(str(folder), str(pooled), k=3, quiet=True, n_workers=2,
+                               batch_inputs=4)
+    assert started == [2]
+    assert [r.name for r in results] == [f"img{i:03d}" for i in range(20)]
+    assert_same_store(here, pooled)
+    for r in results:
+        assert r.counts.sum() == 32 * 32
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """Worker processes do not re-run the caller's script (spawned processes normally import
+    the main module, so a script without ``if __name__ == "__main__"`` would start the batch
+    again in every worker)."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 6)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import pipeline\n"
+        "print('started', flush=True)\n"
+        f"r = pipeline.segment({str(folder)!r}, {str(tmp_path / 'out.zarr')!r}, k=4, "
+        "quiet=True, batch_processes=2, batch_inputs=1)\n"
+        "print(len(r), 'done', flush=True)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["started", "6 done"]
+
+
+def test_a_worker_killed_mid_batch_is_one_line_and_the_rerun_resumes(tmp_path):
+    """SIGKILL one worker process (as the kernel's out-of-memory killer would): the batch stops
+    with one line, no later input looks finished, and the same command completes the store."""
+    folder = tmp_path / "in"
+    n = 40
+    write_pngs(folder, n, size=32, noise=True)
+    args = ["-k", "3", "-q", "--batch-inputs", "1", "--batch-processes", "2"]
+    reference = tmp_path / "reference.zarr"
+    assert kmseg("segment", str(folder), *args, "-o", str(reference)).returncode == 0
+    out = tmp_path / "out.zarr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "segment", str(folder), *args, "-o", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    killed = None
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            done = sum(group_status(out, f"img{i:03d}") == "complete" for i in range(n))
+            workers = [pid for pid in _children(proc.pid)
+                       if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            if done >= 3 and workers:
+                killed = workers[0]
+                os.kill(killed, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, "the batch ended before a worker could be killed"
+    assert proc.returncode == 2, stderr
+    assert stderr.count("\n") == 1 and "a worker process ended abruptly" in stderr, stderr
+    statuses = [group_status(out, f"img{i:03d}") for i in range(n)]
+    first_missing = statuses.index(None) if None in statuses else n
+    assert set(statuses[first_missing:]) <= {None}  # nothing after a gap looks finished
+    again = kmseg("segment", str(folder), *args, "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert_same_store(reference, out)

@@ -164,7 +164,8 @@ def _run(plan: Plan, executor: Executor, model: Any) -> BatchResults:
     quiet = config.quiet
     if done:  # a warning, shown even with quiet: the run does less than the command says
         log.warning("%d of %d done, resuming", len(done), len(plan.jobs))
-    inner = Executor(executor.client, progress=False) if plan.grouped else executor
+    inner = (Executor(executor.client, progress=False, threads=executor.threads)
+             if plan.grouped else executor)
     bar = _progress(len(plan.jobs), len(done), quiet or not plan.grouped)
     results: dict[str, SegmentationResult] = {}
     failed: list[FailedInput] = []
@@ -786,10 +787,11 @@ def _fit(window: list[Working], config: JobConfig, executor: Executor) -> None:
 
     if not live:  # every input of the window failed (on_error: continue)
         return
-    if len(live) == 1:
+    threads = min(len(live), executor.threads or os.cpu_count() or 1)
+    if threads == 1:
         _each(live, config, fit_one)
         return
-    with ThreadPoolExecutor(max_workers=min(len(live), os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         errors = list(pool.map(lambda w: _catch(w, fit_one), live))
     for w, error in zip(live, errors, strict=True):  # in input order: the first one stops
         if isinstance(error, OutputError):

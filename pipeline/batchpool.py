@@ -246,7 +246,7 @@ def segment_window(plan: Any, items: list[tuple[Any, Any, str | None, bool]],
         if stops:
             w.stop = InputError(job.path, error or "failed")
         window.append(w)
-    executor = Executor(None, progress=False)
+    executor = Executor(None, progress=False, threads=1)  # the pool is the parallelism
     root = _OpenRoot(config.output)
     results: dict[str, Any] = {}
     with warn.capture(echo=False, forward=False) as captured, writing(config.output):

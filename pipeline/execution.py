@@ -35,9 +35,12 @@ CONNECT_TIMEOUT_S = 30
 class Executor:
     """Computes Dask collections on one scheduler, optionally with a progress bar."""
 
-    def __init__(self, client: Any = None, *, progress: bool = True) -> None:
+    def __init__(self, client: Any = None, *, progress: bool = True,
+                 threads: int | None = None) -> None:
         self.client = client
         self.progress = progress
+        #: Threads the caller may run beside Dask (a window's fits); None: one per core.
+        self.threads = threads
 
     def compute(self, *collections: Any, label: str = "computing") -> tuple:
         """Compute ``collections`` in one graph and return their results."""

@@ -257,7 +257,7 @@ def _run_pooled(plan: Plan, executor: Executor, root: _LazyRoot,
     window and windows with a large input here, once the pool's windows before them ended."""
     from pipeline.batchpool import Pool, is_small
 
-    pool: Pool | None = Pool(n_processes, plan, model)  # its processes start meanwhile
+    pool: Pool | None = None  # started after the first window (see batchpool.START_METHOD)
     drained: list[str] = []  # paths of the pool's windows whose warnings were replayed
 
     def collect() -> None:
@@ -283,6 +283,8 @@ def _run_pooled(plan: Plan, executor: Executor, root: _LazyRoot,
                 first = False
                 continue
             opened = warn.recorded()[opening:]
+            if pool is None:
+                pool = Pool(n_processes, plan, model)
             while pool.full():
                 collect()
             pool.submit(window, opened)

@@ -11,16 +11,19 @@ The rules of a batch do not change (:mod:`pipeline.batch`):
 
 * windows are consumed in input order, and at most ``processes + 1`` are in flight, so memory
   stays bounded whatever the number of inputs;
-* the first window, and any window holding an input of more than :data:`POOL_PIXELS` pixels,
-  runs in the main process with its threads (after the pool's windows before it ended), so a
-  batch that stops at its first input leaves no output, and large images keep every core;
+* the first window (the pool starts after it), and any window holding an input of more than
+  :data:`POOL_PIXELS` pixels, runs in the main process with its threads (after the pool's
+  windows before it ended), so a batch that stops at its first input leaves no output, and
+  large images keep every core;
 * ``on_error: stop``: the inputs before the failing one are complete; the groups of every input
   from it on, in its window and in the windows after it, are removed before the error is raised;
 * warnings are captured in the worker, per window, and replayed once in the main process, so
   each input's metadata holds exactly the warnings raised while it was processed.
 
-A worker dies with the main process (Linux), so a killed batch leaves no writer behind: the
-rerun resumes from the groups marked complete.
+On Linux the workers are forked after the first window (they inherit the loaded modules and
+kernels); elsewhere they are spawned, without re-running the caller's main module. A worker dies
+with the main process (Linux), so a killed batch leaves no writer behind: the rerun resumes from
+the groups marked complete.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -42,6 +46,10 @@ from pipeline.errors import InputError, KmsegError
 
 #: Inputs of more pixels than this make their window run in the main process (threads).
 POOL_PIXELS = 1 << 22
+#: How worker processes start. On Linux they are forked once the main process has run its first
+#: window, so they inherit its imports and loaded kernels (a spawned process spends about 1 s
+#: of CPU importing kmseg and loading its compiled kernels); elsewhere fork is unsafe.
+START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 #: Most inputs of a window run by a worker (small windows balance the processes).
 POOL_WINDOW = 8
 #: Batches of fewer inputs than this run in the main process (starting workers costs ~1 s).
@@ -102,7 +110,7 @@ class Pool:
     def __init__(self, n_processes: int, plan: Any, model: Any) -> None:
         level = logging.getLogger("kmseg").getEffectiveLevel()
         self.executor = ProcessPoolExecutor(
-            n_processes, mp_context=multiprocessing.get_context("spawn"),
+            n_processes, mp_context=multiprocessing.get_context(START_METHOD),
             initializer=_start_worker, initargs=(level,),
         )
         self.plan = plan
@@ -110,7 +118,7 @@ class Pool:
         self.limit = n_processes + 1
         self.pending: deque[tuple[list[Any], Future]] = deque()
         with _without_main():
-            for _ in range(n_processes):  # start every process now (each imports kmseg, ~1 s)
+            for _ in range(n_processes):  # start every process now
                 self.executor.submit(int)
 
     def submit(self, window: list[Any], warnings: list[str]) -> None:
@@ -188,10 +196,15 @@ def _start_worker(level: int) -> None:
     import dask
     from threadpoolctl import threadpool_limits
 
+    from pipeline.engines import lloyd
+
     _die_with_parent()
+    # A forked process has the parent's state but none of its threads: thread pools made
+    # there would wait forever, and the parent's log handlers would print here.
+    lloyd._pool.cache_clear()
     logger = logging.getLogger("kmseg")
     logger.setLevel(level)
-    logger.addHandler(logging.NullHandler())
+    logger.handlers = [logging.NullHandler()]
     logger.propagate = False  # the main process reports what a window returns
     dask.config.set(scheduler="synchronous")
     global _LIMITS

@@ -372,9 +372,10 @@ def runs_compiled(n_rows: int, k: int) -> bool:
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
+def _lloyd_compiled(X, w, C, max_iter, rtol, with_cost):  # pragma: no cover - compiled
     # The loop of weighted_lloyd with plain (unbounded) assignment: for small tables the
-    # Python overhead of an iteration costs more than the bounds save.
+    # Python overhead of an iteration costs more than the bounds save. With ``with_cost``, also
+    # the cost of the returned centres as one _assign_accumulate pass gives it (NaN without).
     n, d = X.shape
     k = C.shape[0]
     Ct = np.ascontiguousarray(C.T)
@@ -386,10 +387,11 @@ def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
             total += w[i] * X[i, f] * X[i, f]
     sums = np.zeros((k, d))
     wsum = np.zeros(k)
-    _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
+    last = _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
     prev = np.inf
     n_iter = 0
     converged = False
+    same = False
     while n_iter < max_iter:
         n_iter += 1
         cost = total
@@ -409,7 +411,7 @@ def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
         old = labels.copy()
         sums[:] = 0.0
         wsum[:] = 0.0
-        _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
+        last = _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
         same = True  # a loop, not np.array_equal: ~0.3 s less first-run compile time
         for i in range(n):
             if old[i] != labels[i]:
@@ -419,7 +421,20 @@ def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
             converged = True
             break
     C = _update_compiled(C, sums, wsum, X, dist)
-    return C, n_iter, converged
+    cost = np.nan
+    if with_cost:
+        held = True
+        for j in range(k):
+            if wsum[j] <= 0:
+                held = False
+        if not (same and held):
+            # Otherwise no assignment changed and no cluster is empty: the new centres are the
+            # last ones bit for bit (the same sums in the same order), and so is their cost.
+            sums[:] = 0.0
+            wsum[:] = 0.0
+            last = _assign_accumulate(X, w, np.ascontiguousarray(C.T), labels, dist, sums, wsum)
+        cost = last
+    return C, n_iter, converged, cost
 
 
 @numba.njit(nogil=True, cache=True)
@@ -476,8 +491,6 @@ def compiled_restarts(X, w, k, uniforms, n_trials, max_iter, rtol, enough):  # p
     costs = np.empty(n_restarts)
     iters = np.empty(n_restarts, dtype=np.int64)
     done = np.zeros(n_restarts, dtype=np.bool_)
-    labels = np.empty(n, dtype=np.int32)
-    dist = np.empty(n)
     best = np.inf
     hits = 0
     ran = 0
@@ -487,10 +500,7 @@ def compiled_restarts(X, w, k, uniforms, n_trials, max_iter, rtol, enough):  # p
         for j in range(k):
             for f in range(d):
                 C[j, f] = init[j, f] - origin[f]
-        C, n_iter, converged = _lloyd_compiled(Xc, w, C, max_iter, rtol)
-        sums = np.zeros((k, d))
-        wsum = np.zeros(k)
-        cost = _assign_accumulate(Xc, w, np.ascontiguousarray(C.T), labels, dist, sums, wsum)
+        C, n_iter, converged, cost = _lloyd_compiled(Xc, w, C, max_iter, rtol, True)
         for j in range(k):
             for f in range(d):
                 centres[r, j, f] = C[j, f] + origin[f]
@@ -508,6 +518,64 @@ def compiled_restarts(X, w, k, uniforms, n_trials, max_iter, rtol, enough):  # p
     return centres[:ran], costs[:ran], iters[:ran], done[:ran]
 
 
+class CentredTable:
+    """A weighted table centred on its weighted mean, for Lloyd runs from several starts.
+
+    Lloyd tracks its objective on rows centred on their weighted mean (less cancellation);
+    centring once serves every start on the table.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d)
+    w : ndarray, shape (n,)
+        Row weights.
+    """
+
+    def __init__(self, X: np.ndarray, w: np.ndarray) -> None:
+        self.w = np.ascontiguousarray(w, dtype=np.float64)
+        self.origin = np.average(X, axis=0, weights=self.w)
+        self.X = np.ascontiguousarray(X - self.origin, dtype=np.float64)
+
+    def lloyd(self, centres: np.ndarray, *, max_iter: int = 300, rtol: float = 1e-6
+              ) -> LloydResult:
+        """:func:`weighted_lloyd` on this table from ``centres`` (shape ``(k, d)``)."""
+        X, w, origin = self.X, self.w, self.origin
+        C = np.array(centres, dtype=np.float64) - origin
+        if runs_compiled(len(X), len(C)):
+            # The kernel's own cost pass equals assign()'s when assign runs one thread.
+            with_cost = _n_threads(len(X)) == 1
+            C, n_iter, converged, cost = _lloyd_compiled(
+                X, w, C, int(max_iter), float(rtol), with_cost
+            )
+            if not with_cost:
+                cost = assign(X, w, C)[-1]
+            return LloydResult(C + origin, float(cost), int(n_iter), bool(converged))
+        total = float(w @ (X * X).sum(axis=1))
+        state = _Bounded(X, w, len(C))
+        sums, wsum, _ = state.run(C, None)
+        prev = np.inf
+        converged = False
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            held = wsum > 0
+            cost = total - float(((sums[held] ** 2).sum(axis=1) / wsum[held]).sum())
+            new = _update(C, sums, wsum, X, state.upper)
+            if cost >= prev * (1.0 - rtol):
+                converged = True
+                break
+            prev = cost
+            shift = np.sqrt(((new - C) ** 2).sum(axis=1))
+            C = new
+            sums, wsum, changed = state.run(C, shift)
+            if changed == 0:
+                converged = True
+                break
+        C = _update(C, sums, wsum, X, state.upper)
+        cost = assign(X, w, C)[-1]
+        return LloydResult(C + origin, cost, n_iter, converged)
+
+
 def weighted_lloyd(
     X: np.ndarray,
     w: np.ndarray,
@@ -520,37 +588,7 @@ def weighted_lloyd(
 
     Stops when an iteration lowers the weighted objective by less than ``rtol`` of it or
     changes no assignment. The objective is tracked from cluster sums on rows centred on their
-    weighted mean; the returned cost is computed directly for the returned centres.
+    weighted mean; the returned cost is computed directly for the returned centres. Several
+    starts on one table: :class:`CentredTable`.
     """
-    w = np.ascontiguousarray(w, dtype=np.float64)
-    origin = np.average(X, axis=0, weights=w)
-    X = np.ascontiguousarray(X - origin, dtype=np.float64)
-    C = np.array(centres, dtype=np.float64) - origin
-    if runs_compiled(len(X), len(C)):
-        C, n_iter, converged = _lloyd_compiled(X, w, C, int(max_iter), float(rtol))
-        cost = assign(X, w, C)[-1]
-        return LloydResult(C + origin, cost, int(n_iter), bool(converged))
-    total = float(w @ (X * X).sum(axis=1))
-    state = _Bounded(X, w, len(C))
-    sums, wsum, _ = state.run(C, None)
-    prev = np.inf
-    converged = False
-    n_iter = 0
-    while n_iter < max_iter:
-        n_iter += 1
-        held = wsum > 0
-        cost = total - float(((sums[held] ** 2).sum(axis=1) / wsum[held]).sum())
-        new = _update(C, sums, wsum, X, state.upper)
-        if cost >= prev * (1.0 - rtol):
-            converged = True
-            break
-        prev = cost
-        shift = np.sqrt(((new - C) ** 2).sum(axis=1))
-        C = new
-        sums, wsum, changed = state.run(C, shift)
-        if changed == 0:
-            converged = True
-            break
-    C = _update(C, sums, wsum, X, state.upper)
-    cost = assign(X, w, C)[-1]
-    return LloydResult(C + origin, cost, n_iter, converged)
+    return CentredTable(X, w).lloyd(centres, max_iter=max_iter, rtol=rtol)

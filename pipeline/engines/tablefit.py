@@ -14,11 +14,11 @@ import numpy as np
 
 from pipeline.engines.keys import ValueCodec, coarsen
 from pipeline.engines.lloyd import (
+    CentredTable,
     LloydResult,
     compiled_restarts,
     kmeans_plusplus,
     runs_compiled,
-    weighted_lloyd,
 )
 
 #: Restarts run on the finest binning with at most this many occupied bins.
@@ -168,9 +168,10 @@ def restarts(
                 for c, cost, i, v in zip(centres, costs, iters, done, strict=True)]
     out: list[LloydResult] = []
     best, hits = np.inf, 0
+    table = CentredTable(X, w)
     for seed in seeds:
         init = kmeans_plusplus(X, w, k, int(seed))
-        result = weighted_lloyd(X, w, init, max_iter=max_iter, rtol=RTOL)
+        result = table.lloyd(init, max_iter=max_iter, rtol=RTOL)
         out.append(result)
         if result.cost < best * (1 - 1e-9):
             best, hits = result.cost, 1
@@ -204,8 +205,9 @@ def fit_table(
     record = [_level(bits, X, results)]
     for bits, X, Xw in tables[1:]:
         keep = min(KEEP_MAX, max(KEEP, ROW_BUDGET // len(X)))
+        table = CentredTable(X, Xw)
         results = [
-            weighted_lloyd(X, Xw, r.centres, max_iter=max_iter, rtol=RTOL)
+            table.lloyd(r.centres, max_iter=max_iter, rtol=RTOL)
             for r in _best_distinct(results, keep)
         ]
         record.append(_level(bits, X, results))

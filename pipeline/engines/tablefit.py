@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.engines.keys import ValueCodec, coarsen
+from pipeline.engines.counting import coarsen_sums
+from pipeline.engines.keys import ValueCodec
 from pipeline.engines.lloyd import (
     CentredTable,
     LloydResult,
@@ -36,8 +37,6 @@ ROW_BUDGET = 500_000
 LEVEL_FRACTION = 0.5
 #: Lloyd stops when an iteration improves the objective by less than this fraction.
 RTOL = 1e-6
-#: Dense ``bincount`` is used to bin when the coarse key space is at most this many bits.
-_DENSE_BITS = 24
 
 
 @dataclass
@@ -79,21 +78,10 @@ class Level:
 
     def coarser(self, n_channels: int) -> Level:
         """The level with one bit less per channel."""
-        bits = self.bits - 1
-        keys = coarsen(self.keys, n_channels, self.bits, bits)
-        # Dense bins only where the bin space is not much larger than the table.
-        if n_channels * bits <= _DENSE_BITS and (1 << (n_channels * bits)) <= 16 * len(keys):
-            index = keys.astype(np.intp)
-            size = 1 << (n_channels * bits)
-            weights = np.bincount(index, weights=self.weights, minlength=size)
-            uniq = np.flatnonzero(weights)
-            weights = weights[uniq]
-            sums = [np.bincount(index, weights=s, minlength=size)[uniq] for s in self.sums.T]
-        else:
-            uniq, index = np.unique(keys, return_inverse=True)
-            weights = np.bincount(index, weights=self.weights)
-            sums = [np.bincount(index, weights=s) for s in self.sums.T]
-        return Level(bits, uniq.astype(np.uint64), weights, np.stack(sums, axis=1))
+        keys, weights, sums = coarsen_sums(
+            self.keys, self.weights, self.sums, n_channels, self.bits, self.bits - 1
+        )
+        return Level(self.bits - 1, keys, weights, sums)
 
 
 def binned_levels(

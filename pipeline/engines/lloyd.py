@@ -119,14 +119,15 @@ def block_buffers(d):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _assign_accumulate3(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
-    # _assign_accumulate for three features (RGB): the sums of the current cluster are held
+def _assign_count3(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
+    # _assign_count for three features (RGB): the sums of the current cluster are held
     # in registers while rows stay in it (tables sorted by value come in long runs of one
     # cluster) instead of being added in memory; the same additions in the same order, so
     # the same sums (with _nearest_rows3, 2.5x faster).
     n = X.shape[0]
     xb, _, best, bj = block_buffers(3)
     cost = 0.0
+    changed = 0
     cur = 0
     s0 = sums[0, 0]
     s1 = sums[0, 1]
@@ -138,6 +139,8 @@ def _assign_accumulate3(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover
         for b in range(m):
             i = start + b
             a = bj[b]
+            if labels[i] != a:
+                changed += 1
             labels[i] = a
             dist[i] = best[b]
             wi = w[i]
@@ -160,23 +163,28 @@ def _assign_accumulate3(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover
     sums[cur, 1] = s1
     sums[cur, 2] = s2
     wsum[cur] = sw
-    return cost
+    return cost, changed
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _assign_accumulate(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
-    # Rows are taken in order, so labels, sums and cost are those of a row-wise pass.
+def _assign_count(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
+    # Assign rows to their nearest centre (labels, dist), add their weights and weighted rows
+    # to wsum and sums; returns the cost and how many labels changed. Rows are taken in
+    # order, so labels, sums and cost are those of a row-wise pass.
     n, d = X.shape
     if d == 3:
-        return _assign_accumulate3(X, w, Ct, labels, dist, sums, wsum)
+        return _assign_count3(X, w, Ct, labels, dist, sums, wsum)
     xb, dj, best, bj = block_buffers(d)
     cost = 0.0
+    changed = 0
     for start in range(0, n, BLOCK_ROWS):
         m = min(n, start + BLOCK_ROWS) - start
         nearest_rows(X, start, m, Ct, xb, dj, best, bj)
         for b in range(m):
             i = start + b
             a = bj[b]
+            if labels[i] != a:
+                changed += 1
             labels[i] = a
             dist[i] = best[b]
             wi = w[i]
@@ -184,7 +192,13 @@ def _assign_accumulate(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover 
             wsum[a] += wi
             for f in range(d):
                 sums[a, f] += wi * xb[f, b]
-    return cost
+    return cost, changed
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _assign_accumulate(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
+    # _assign_count's pass; returns the cost.
+    return _assign_count(X, w, Ct, labels, dist, sums, wsum)[0]
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
@@ -494,15 +508,10 @@ def _lloyd_compiled(X, w, C, max_iter, rtol, with_cost):  # pragma: no cover - c
         prev = cost
         C = new
         Ct = np.ascontiguousarray(C.T)
-        old = labels.copy()
         sums[:] = 0.0
         wsum[:] = 0.0
-        last = _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
-        same = True  # a loop, not np.array_equal: ~0.3 s less first-run compile time
-        for i in range(n):
-            if old[i] != labels[i]:
-                same = False
-                break
+        last, changed = _assign_count(X, w, Ct, labels, dist, sums, wsum)
+        same = changed == 0
         if same:
             converged = True
             break

@@ -46,30 +46,23 @@ def uses_dp(spec: FeatureSpec, n_distinct: int, k: int) -> bool:
 
 
 @numba.njit(nogil=True, cache=True)  # no fastmath: the sums are those of np.bincount
-def _cluster_offsets(bits, labels, weights, k, signed):  # pragma: no cover - compiled
-    # Per cluster and channel: the smallest value (raw 64-bit pattern; signed order when
-    # ``signed``), and the weighted sum of offsets from it and the total weight, each added
-    # in row order from 0 as np.bincount adds them.
+def _cluster_offsets(bits, labels, weights, sign, start, sums, total):  # pragma: no cover
+    # Per cluster and channel: the smallest value ``start`` (raw 64-bit patterns compared
+    # after ``^ sign``: signed order with the sign bit; on entry the largest value), and the
+    # weighted sum of offsets from it and the total weight (zero on entry), each added in row
+    # order as np.bincount adds them. Outputs come allocated: less first-run compile time.
     n, c = bits.shape
-    sign = np.uint64(1 << 63) if signed else np.uint64(0)
-    start = np.empty((k, c), dtype=np.uint64)
-    for j in range(k):
-        for f in range(c):
-            start[j, f] = ~sign  # the largest value in the comparison order
     for i in range(n):
         j = labels[i]
         for f in range(c):
             if (bits[i, f] ^ sign) < (start[j, f] ^ sign):
                 start[j, f] = bits[i, f]
-    total = np.zeros(k)
-    sums = np.zeros((k, c))
     for i in range(n):
         j = labels[i]
         total[j] += weights[i]
         for f in range(c):
             offset = float(bits[i, f] - start[j, f])  # modulo 2^64, then rounded as astype
             sums[j, f] += weights[i] * offset
-    return start, sums, total
 
 
 def exact_values(
@@ -98,10 +91,12 @@ def exact_values(
     values = codec.unpack(table.keys)
     signed = dtype.kind == "i"
     wide = values.astype(np.int64 if signed else np.uint64)
-    start, sums, total = _cluster_offsets(
-        wide.view(np.uint64), np.ascontiguousarray(labels, dtype=np.intp),
-        table.counts.astype(np.float64), int(k), signed,
-    )
+    sign = np.uint64(1 << 63) if signed else np.uint64(0)
+    start = np.full((k, wide.shape[1]), ~sign, dtype=np.uint64)
+    sums = np.zeros((k, wide.shape[1]))
+    total = np.zeros(k)
+    _cluster_offsets(wide.view(np.uint64), np.ascontiguousarray(labels, dtype=np.intp),
+                     table.counts.astype(np.float64), sign, start, sums, total)
     out = np.zeros((k, wide.shape[1]), dtype=wide.dtype)
     held = total > 0
     for c in range(wide.shape[1]):

@@ -124,8 +124,8 @@ def _assign_count3(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - co
     # in registers while rows stay in it (tables sorted by value come in long runs of one
     # cluster) instead of being added in memory; the same additions in the same order, so
     # the same sums (with _nearest_rows3, 2.5x faster).
-    n = X.shape[0]
-    xb, _, best, bj = block_buffers(3)
+    n, d = X.shape
+    xb, _, best, bj = block_buffers(d)  # not block_buffers(3): a second compile for Literal[int]
     cost = 0.0
     changed = 0
     cur = 0
@@ -193,12 +193,6 @@ def _assign_count(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - com
             for f in range(d):
                 sums[a, f] += wi * xb[f, b]
     return cost, changed
-
-
-@numba.njit(nogil=True, fastmath=True, cache=True)
-def _assign_accumulate(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
-    # _assign_count's pass; returns the cost.
-    return _assign_count(X, w, Ct, labels, dist, sums, wsum)[0]
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
@@ -384,9 +378,9 @@ def assign(
     wsum = np.zeros((n_threads, k))
 
     def body(t: int, lo: int, hi: int) -> float:
-        return _assign_accumulate(
+        return _assign_count(
             X[lo:hi], w[lo:hi], Ct, labels[lo:hi], dist[lo:hi], sums[t], wsum[t]
-        )
+        )[0]
 
     costs = _split(n, body)
     return labels, dist, sums.sum(axis=0), wsum.sum(axis=0), float(sum(costs))
@@ -475,7 +469,7 @@ def runs_compiled(n_rows: int, k: int) -> bool:
 def _lloyd_compiled(X, w, C, max_iter, rtol, with_cost):  # pragma: no cover - compiled
     # The loop of weighted_lloyd with plain (unbounded) assignment: for small tables the
     # Python overhead of an iteration costs more than the bounds save. With ``with_cost``, also
-    # the cost of the returned centres as one _assign_accumulate pass gives it (NaN without).
+    # the cost of the returned centres as one _assign_count pass gives it (NaN without).
     n, d = X.shape
     k = C.shape[0]
     Ct = np.ascontiguousarray(C.T)
@@ -487,7 +481,7 @@ def _lloyd_compiled(X, w, C, max_iter, rtol, with_cost):  # pragma: no cover - c
             total += w[i] * X[i, f] * X[i, f]
     sums = np.zeros((k, d))
     wsum = np.zeros(k)
-    last = _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
+    last = _assign_count(X, w, Ct, labels, dist, sums, wsum)[0]
     prev = np.inf
     n_iter = 0
     converged = False
@@ -527,7 +521,7 @@ def _lloyd_compiled(X, w, C, max_iter, rtol, with_cost):  # pragma: no cover - c
             # last ones bit for bit (the same sums in the same order), and so is their cost.
             sums[:] = 0.0
             wsum[:] = 0.0
-            last = _assign_accumulate(X, w, np.ascontiguousarray(C.T), labels, dist, sums, wsum)
+            last = _assign_count(X, w, np.ascontiguousarray(C.T), labels, dist, sums, wsum)[0]
         cost = last
     return C, n_iter, converged, cost
 
@@ -589,13 +583,16 @@ def compiled_restarts(X, w, k, uniforms, n_trials, max_iter, rtol, enough):  # p
     best = np.inf
     hits = 0
     ran = 0
+    # True, computed: a literal True would compile _lloyd_compiled once more for the type
+    # Literal[bool](True), ~0.7 s of first-run compile time.
+    with_cost = n >= 0
     for r in range(n_restarts):
         init = _kmeanspp(X, w, k, uniforms[r], n_trials)
         C = np.empty((k, d))
         for j in range(k):
             for f in range(d):
                 C[j, f] = init[j, f] - origin[f]
-        C, n_iter, converged, cost = _lloyd_compiled(Xc, w, C, max_iter, rtol, True)
+        C, n_iter, converged, cost = _lloyd_compiled(Xc, w, C, max_iter, rtol, with_cost)
         for j in range(k):
             for f in range(d):
                 centres[r, j, f] = C[j, f] + origin[f]

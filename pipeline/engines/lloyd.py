@@ -36,6 +36,40 @@ def _row_distances(X, i, Ct, dj):  # pragma: no cover - compiled
             dj[j] += t * t
 
 
+@numba.njit(nogil=True, fastmath=True, cache=True, inline="always")
+def _distance3(xb, b, c0, c1, c2):  # pragma: no cover - compiled
+    # Squared distance of column b of xb to (c0, c1, c2), the features added in order from 0
+    # (the additions of nearest_rows' general loop).
+    s = 0.0
+    t = xb[0, b] - c0
+    s += t * t
+    t = xb[1, b] - c1
+    s += t * t
+    t = xb[2, b] - c2
+    s += t * t
+    return s
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _nearest_rows3(X, start, m, Ct, xb, best, bj):  # pragma: no cover - compiled
+    # nearest_rows for three features: one pass over the block per centre.
+    k = Ct.shape[1]
+    for b in range(m):
+        for f in range(3):
+            xb[f, b] = X[start + b, f]
+    c0, c1, c2 = Ct[0, 0], Ct[1, 0], Ct[2, 0]
+    for b in range(m):
+        best[b] = _distance3(xb, b, c0, c1, c2)
+        bj[b] = 0
+    for j in range(1, k):
+        c0, c1, c2 = Ct[0, j], Ct[1, j], Ct[2, j]
+        for b in range(m):
+            s = _distance3(xb, b, c0, c1, c2)
+            if s < best[b]:
+                best[b] = s
+                bj[b] = j
+
+
 #: Rows per block of :func:`nearest_rows`.
 BLOCK_ROWS = 256
 
@@ -47,10 +81,15 @@ def nearest_rows(X, start, m, Ct, xb, dj, best, bj):  # pragma: no cover - compi
     row-at-a-time scan. ``xb`` (``(d, BLOCK_ROWS)`` float64) and ``dj`` are work space.
 
     The rows are copied feature-major so the distance loops run over rows, which the compiler
-    vectorises: 3-4x faster than a row at a time for few features and centres.
+    vectorises: 3-4x faster than a row at a time for few features and centres. Three features
+    (RGB) take one pass over the block per centre with the distance in registers
+    (:func:`_nearest_rows3`; the same additions in the same order, so the same distances).
     """
     d = X.shape[1]
     k = Ct.shape[1]
+    if d == 3:
+        _nearest_rows3(X, start, m, Ct, xb, best, bj)
+        return
     for b in range(m):
         for f in range(d):
             xb[f, b] = X[start + b, f]
@@ -80,17 +119,72 @@ def block_buffers(d):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _assign_accumulate(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
-    # Rows are taken in order, so labels, sums and cost are those of a row-wise pass.
+def _assign_count3(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
+    # _assign_count for three features (RGB): the sums of the current cluster are held
+    # in registers while rows stay in it (tables sorted by value come in long runs of one
+    # cluster) instead of being added in memory; the same additions in the same order, so
+    # the same sums (with _nearest_rows3, 2.5x faster).
     n, d = X.shape
+    xb, _, best, bj = block_buffers(d)  # not block_buffers(3): a second compile for Literal[int]
+    cost = 0.0
+    changed = 0
+    cur = 0
+    s0 = sums[0, 0]
+    s1 = sums[0, 1]
+    s2 = sums[0, 2]
+    sw = wsum[0]
+    for start in range(0, n, BLOCK_ROWS):
+        m = min(n, start + BLOCK_ROWS) - start
+        _nearest_rows3(X, start, m, Ct, xb, best, bj)
+        for b in range(m):
+            i = start + b
+            a = bj[b]
+            if labels[i] != a:
+                changed += 1
+            labels[i] = a
+            dist[i] = best[b]
+            wi = w[i]
+            cost += wi * best[b]
+            if a != cur:
+                sums[cur, 0] = s0
+                sums[cur, 1] = s1
+                sums[cur, 2] = s2
+                wsum[cur] = sw
+                cur = a
+                s0 = sums[a, 0]
+                s1 = sums[a, 1]
+                s2 = sums[a, 2]
+                sw = wsum[a]
+            sw += wi
+            s0 += wi * xb[0, b]
+            s1 += wi * xb[1, b]
+            s2 += wi * xb[2, b]
+    sums[cur, 0] = s0
+    sums[cur, 1] = s1
+    sums[cur, 2] = s2
+    wsum[cur] = sw
+    return cost, changed
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _assign_count(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover - compiled
+    # Assign rows to their nearest centre (labels, dist), add their weights and weighted rows
+    # to wsum and sums; returns the cost and how many labels changed. Rows are taken in
+    # order, so labels, sums and cost are those of a row-wise pass.
+    n, d = X.shape
+    if d == 3:
+        return _assign_count3(X, w, Ct, labels, dist, sums, wsum)
     xb, dj, best, bj = block_buffers(d)
     cost = 0.0
+    changed = 0
     for start in range(0, n, BLOCK_ROWS):
         m = min(n, start + BLOCK_ROWS) - start
         nearest_rows(X, start, m, Ct, xb, dj, best, bj)
         for b in range(m):
             i = start + b
             a = bj[b]
+            if labels[i] != a:
+                changed += 1
             labels[i] = a
             dist[i] = best[b]
             wi = w[i]
@@ -98,7 +192,7 @@ def _assign_accumulate(X, w, Ct, labels, dist, sums, wsum):  # pragma: no cover 
             wsum[a] += wi
             for f in range(d):
                 sums[a, f] += wi * xb[f, b]
-    return cost
+    return cost, changed
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
@@ -284,9 +378,9 @@ def assign(
     wsum = np.zeros((n_threads, k))
 
     def body(t: int, lo: int, hi: int) -> float:
-        return _assign_accumulate(
+        return _assign_count(
             X[lo:hi], w[lo:hi], Ct, labels[lo:hi], dist[lo:hi], sums[t], wsum[t]
-        )
+        )[0]
 
     costs = _split(n, body)
     return labels, dist, sums.sum(axis=0), wsum.sum(axis=0), float(sum(costs))
@@ -372,9 +466,10 @@ def runs_compiled(n_rows: int, k: int) -> bool:
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
+def _lloyd_compiled(X, w, C, max_iter, rtol, with_cost):  # pragma: no cover - compiled
     # The loop of weighted_lloyd with plain (unbounded) assignment: for small tables the
-    # Python overhead of an iteration costs more than the bounds save.
+    # Python overhead of an iteration costs more than the bounds save. With ``with_cost``, also
+    # the cost of the returned centres as one _assign_count pass gives it (NaN without).
     n, d = X.shape
     k = C.shape[0]
     Ct = np.ascontiguousarray(C.T)
@@ -386,10 +481,11 @@ def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
             total += w[i] * X[i, f] * X[i, f]
     sums = np.zeros((k, d))
     wsum = np.zeros(k)
-    _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
+    last = _assign_count(X, w, Ct, labels, dist, sums, wsum)[0]
     prev = np.inf
     n_iter = 0
     converged = False
+    same = False
     while n_iter < max_iter:
         n_iter += 1
         cost = total
@@ -406,20 +502,28 @@ def _lloyd_compiled(X, w, C, max_iter, rtol):  # pragma: no cover - compiled
         prev = cost
         C = new
         Ct = np.ascontiguousarray(C.T)
-        old = labels.copy()
         sums[:] = 0.0
         wsum[:] = 0.0
-        _assign_accumulate(X, w, Ct, labels, dist, sums, wsum)
-        same = True  # a loop, not np.array_equal: ~0.3 s less first-run compile time
-        for i in range(n):
-            if old[i] != labels[i]:
-                same = False
-                break
+        last, changed = _assign_count(X, w, Ct, labels, dist, sums, wsum)
+        same = changed == 0
         if same:
             converged = True
             break
     C = _update_compiled(C, sums, wsum, X, dist)
-    return C, n_iter, converged
+    cost = np.nan
+    if with_cost:
+        held = True
+        for j in range(k):
+            if wsum[j] <= 0:
+                held = False
+        if not (same and held):
+            # Otherwise no assignment changed and no cluster is empty: the new centres are the
+            # last ones bit for bit (the same sums in the same order), and so is their cost.
+            sums[:] = 0.0
+            wsum[:] = 0.0
+            last = _assign_count(X, w, np.ascontiguousarray(C.T), labels, dist, sums, wsum)[0]
+        cost = last
+    return C, n_iter, converged, cost
 
 
 @numba.njit(nogil=True, cache=True)
@@ -476,21 +580,19 @@ def compiled_restarts(X, w, k, uniforms, n_trials, max_iter, rtol, enough):  # p
     costs = np.empty(n_restarts)
     iters = np.empty(n_restarts, dtype=np.int64)
     done = np.zeros(n_restarts, dtype=np.bool_)
-    labels = np.empty(n, dtype=np.int32)
-    dist = np.empty(n)
     best = np.inf
     hits = 0
     ran = 0
+    # True, computed: a literal True would compile _lloyd_compiled once more for the type
+    # Literal[bool](True), ~0.7 s of first-run compile time.
+    with_cost = n >= 0
     for r in range(n_restarts):
         init = _kmeanspp(X, w, k, uniforms[r], n_trials)
         C = np.empty((k, d))
         for j in range(k):
             for f in range(d):
                 C[j, f] = init[j, f] - origin[f]
-        C, n_iter, converged = _lloyd_compiled(Xc, w, C, max_iter, rtol)
-        sums = np.zeros((k, d))
-        wsum = np.zeros(k)
-        cost = _assign_accumulate(Xc, w, np.ascontiguousarray(C.T), labels, dist, sums, wsum)
+        C, n_iter, converged, cost = _lloyd_compiled(Xc, w, C, max_iter, rtol, with_cost)
         for j in range(k):
             for f in range(d):
                 centres[r, j, f] = C[j, f] + origin[f]
@@ -508,6 +610,100 @@ def compiled_restarts(X, w, k, uniforms, n_trials, max_iter, rtol, enough):  # p
     return centres[:ran], costs[:ran], iters[:ran], done[:ran]
 
 
+@numba.njit(nogil=True, cache=True)  # no fastmath: each product rounded, then added in order
+def _weighted_column_sums(X, w):  # pragma: no cover - compiled
+    n, d = X.shape
+    out = np.empty(d)
+    for f in range(d):
+        out[f] = X[0, f] * w[0]
+    for i in range(1, n):
+        for f in range(d):
+            out[f] += X[i, f] * w[i]
+    return out
+
+
+def weighted_mean(X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``np.average(X, axis=0, weights=w)``, bit for bit, without its temporaries.
+
+    For two or more columns NumPy adds the weighted rows one after another (a reduction over
+    the outer axis), which one compiled pass repeats, 4x faster; one column (a pairwise sum),
+    other dtypes or layouts, and zero total weight go to ``np.average`` itself.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d)
+    w : ndarray, shape (n,)
+
+    Returns
+    -------
+    ndarray, shape (d,)
+    """
+    if (X.ndim == 2 and X.shape[1] >= 2 and len(X) and X.dtype == np.float64
+            and w.dtype == np.float64 and X.flags.c_contiguous and w.flags.c_contiguous):
+        total = w.sum()
+        if total != 0:
+            return _weighted_column_sums(X, w) / total
+    return np.average(X, axis=0, weights=w)
+
+
+class CentredTable:
+    """A weighted table centred on its weighted mean, for Lloyd runs from several starts.
+
+    Lloyd tracks its objective on rows centred on their weighted mean (less cancellation);
+    centring once serves every start on the table.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d)
+    w : ndarray, shape (n,)
+        Row weights.
+    """
+
+    def __init__(self, X: np.ndarray, w: np.ndarray) -> None:
+        self.w = np.ascontiguousarray(w, dtype=np.float64)
+        self.origin = weighted_mean(X, self.w)
+        self.X = np.ascontiguousarray(X - self.origin, dtype=np.float64)
+
+    def lloyd(self, centres: np.ndarray, *, max_iter: int = 300, rtol: float = 1e-6
+              ) -> LloydResult:
+        """:func:`weighted_lloyd` on this table from ``centres`` (shape ``(k, d)``)."""
+        X, w, origin = self.X, self.w, self.origin
+        C = np.array(centres, dtype=np.float64) - origin
+        if runs_compiled(len(X), len(C)):
+            # The kernel's own cost pass equals assign()'s when assign runs one thread.
+            with_cost = _n_threads(len(X)) == 1
+            C, n_iter, converged, cost = _lloyd_compiled(
+                X, w, C, int(max_iter), float(rtol), with_cost
+            )
+            if not with_cost:
+                cost = assign(X, w, C)[-1]
+            return LloydResult(C + origin, float(cost), int(n_iter), bool(converged))
+        total = float(w @ (X * X).sum(axis=1))
+        state = _Bounded(X, w, len(C))
+        sums, wsum, _ = state.run(C, None)
+        prev = np.inf
+        converged = False
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            held = wsum > 0
+            cost = total - float(((sums[held] ** 2).sum(axis=1) / wsum[held]).sum())
+            new = _update(C, sums, wsum, X, state.upper)
+            if cost >= prev * (1.0 - rtol):
+                converged = True
+                break
+            prev = cost
+            shift = np.sqrt(((new - C) ** 2).sum(axis=1))
+            C = new
+            sums, wsum, changed = state.run(C, shift)
+            if changed == 0:
+                converged = True
+                break
+        C = _update(C, sums, wsum, X, state.upper)
+        cost = assign(X, w, C)[-1]
+        return LloydResult(C + origin, cost, n_iter, converged)
+
+
 def weighted_lloyd(
     X: np.ndarray,
     w: np.ndarray,
@@ -520,37 +716,7 @@ def weighted_lloyd(
 
     Stops when an iteration lowers the weighted objective by less than ``rtol`` of it or
     changes no assignment. The objective is tracked from cluster sums on rows centred on their
-    weighted mean; the returned cost is computed directly for the returned centres.
+    weighted mean; the returned cost is computed directly for the returned centres. Several
+    starts on one table: :class:`CentredTable`.
     """
-    w = np.ascontiguousarray(w, dtype=np.float64)
-    origin = np.average(X, axis=0, weights=w)
-    X = np.ascontiguousarray(X - origin, dtype=np.float64)
-    C = np.array(centres, dtype=np.float64) - origin
-    if runs_compiled(len(X), len(C)):
-        C, n_iter, converged = _lloyd_compiled(X, w, C, int(max_iter), float(rtol))
-        cost = assign(X, w, C)[-1]
-        return LloydResult(C + origin, cost, int(n_iter), bool(converged))
-    total = float(w @ (X * X).sum(axis=1))
-    state = _Bounded(X, w, len(C))
-    sums, wsum, _ = state.run(C, None)
-    prev = np.inf
-    converged = False
-    n_iter = 0
-    while n_iter < max_iter:
-        n_iter += 1
-        held = wsum > 0
-        cost = total - float(((sums[held] ** 2).sum(axis=1) / wsum[held]).sum())
-        new = _update(C, sums, wsum, X, state.upper)
-        if cost >= prev * (1.0 - rtol):
-            converged = True
-            break
-        prev = cost
-        shift = np.sqrt(((new - C) ** 2).sum(axis=1))
-        C = new
-        sums, wsum, changed = state.run(C, shift)
-        if changed == 0:
-            converged = True
-            break
-    C = _update(C, sums, wsum, X, state.upper)
-    cost = assign(X, w, C)[-1]
-    return LloydResult(C + origin, cost, n_iter, converged)
+    return CentredTable(X, w).lloyd(centres, max_iter=max_iter, rtol=rtol)

@@ -54,6 +54,72 @@ def _lookup3(values, c0, c1, c2, flip, bits, table, out):  # pragma: no cover - 
         out[i] = table[key]
 
 
+@numba.njit(nogil=True, cache=True)
+def _search(pixel_keys, keys, labels, starts, shift, out):  # pragma: no cover - compiled
+    # The label of each pixel key among the sorted keys, 0 where absent: starts[b] is the
+    # first key whose top bits are b, so a search covers one bucket of a key or two.
+    drop = np.uint64(shift)
+    for i in range(len(pixel_keys)):
+        key = np.uint64(pixel_keys[i])
+        b = key >> drop
+        lo = starts[b]
+        end = starts[b + 1]
+        hi = end
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if keys[mid] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < end and keys[lo] == key:
+            out[i] = labels[lo]
+
+
+@numba.njit(nogil=True, cache=True)
+def _bucket_starts(keys, shift, starts):  # pragma: no cover - compiled
+    # starts[:-1] = np.searchsorted(keys, np.arange(n_buckets) << shift), in one pass.
+    drop = np.uint64(shift)
+    n_buckets = len(starts) - 1
+    b = 0
+    for i in range(len(keys)):
+        top = np.uint64(keys[i]) >> drop
+        while b <= top:
+            starts[b] = i
+            b += 1
+    while b <= n_buckets:
+        starts[b] = len(keys)
+        b += 1
+
+
+def bucket_starts(keys: np.ndarray, key_bits: int) -> tuple[np.ndarray, int]:
+    """Where each bucket of sorted unsigned ``keys`` starts, buckets being the keys' top bits.
+
+    Returns ``(starts, shift)``: keys with ``key >> shift == b`` are ``keys[starts[b]:
+    starts[b + 1]]``. One to two buckets per key (at least 1 bit, at most ``key_bits``), so a
+    search takes a step or two, and ``starts`` (int32 up to 2^31 keys) takes at most 8 bytes
+    per key.
+    """
+    bucket_bits = int(min(key_bits, max(1, len(keys).bit_length())))
+    shift = key_bits - bucket_bits
+    starts = np.empty((1 << bucket_bits) + 1, dtype=np.int32 if len(keys) < 2**31 else np.intp)
+    _bucket_starts(keys, shift, starts)
+    return starts, shift
+
+
+def lookup_sorted(
+    codec: ValueCodec, block: np.ndarray, keys: np.ndarray, labels: np.ndarray,
+    starts: np.ndarray, shift: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of the pixels of ``block`` and their labels: the label of the same key among the
+    sorted unsigned ``keys``, 0 where absent, as ``np.searchsorted`` finds it (compiled, GIL
+    released); ``starts, shift`` from :func:`bucket_starts`."""
+    pixel_keys = codec.pack(block)
+    out = np.zeros(len(pixel_keys), dtype=labels.dtype)
+    if len(keys):
+        _search(pixel_keys, keys, labels, starts, shift, out)
+    return pixel_keys, out
+
+
 def lookup_dense(codec: ValueCodec, block: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``table[codec.pack(block)]`` without materialising the keys (compiled, GIL released)."""
     values, channels, flip = codec.pack_args(block)
@@ -105,9 +171,14 @@ class LookupLabeller:
         self.keys = np.asarray(keys)
         self.labels = np.asarray(labels, dtype=label_dtype(len(self.centres)))
         self.table: np.ndarray | None = None
+        self.starts: np.ndarray | None = None
         if use_dense_table(codec.key_bits, n_pixels):
             self.table = np.zeros(1 << codec.key_bits, dtype=self.labels.dtype)
             self.table[self.keys.astype(np.intp)] = self.labels
+        else:
+            if self.keys.dtype.kind != "u":  # compared with uint64 keys: no signed/unsigned mix
+                self.keys = self.keys.astype(np.uint64)
+            self.starts, self.shift = bucket_starts(self.keys, codec.key_bits)
 
     @classmethod
     def build(
@@ -133,14 +204,12 @@ class LookupLabeller:
         return (type(self).__name__, tokenize(self.spec, self.centres, self.keys, self.labels))
 
     def __call__(self, block: np.ndarray, origin: tuple[int, ...]) -> np.ndarray:
+        keys = None
         if self.table is not None:
-            keys = None
             labels = lookup_dense(self.codec, block, self.table)
         else:
-            keys = self.codec.pack(block)
-            index = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-            labels = self.labels[index]
-            labels[self.keys[index] != keys] = 0
+            keys, labels = lookup_sorted(self.codec, block, self.keys, self.labels,
+                                         self.starts, self.shift)
         valid = self.spec.valid_mask(block)  # None (no pass) for images without no-data rules
         if valid is not None:
             labels[~valid] = 0

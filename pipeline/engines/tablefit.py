@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.engines.keys import ValueCodec, coarsen
+from pipeline.engines.counting import coarsen_sums
+from pipeline.engines.keys import ValueCodec
 from pipeline.engines.lloyd import (
+    CentredTable,
     LloydResult,
     compiled_restarts,
     kmeans_plusplus,
     runs_compiled,
-    weighted_lloyd,
 )
 
 #: Restarts run on the finest binning with at most this many occupied bins.
@@ -36,8 +37,6 @@ ROW_BUDGET = 500_000
 LEVEL_FRACTION = 0.5
 #: Lloyd stops when an iteration improves the objective by less than this fraction.
 RTOL = 1e-6
-#: Dense ``bincount`` is used to bin when the coarse key space is at most this many bits.
-_DENSE_BITS = 24
 
 
 @dataclass
@@ -79,21 +78,10 @@ class Level:
 
     def coarser(self, n_channels: int) -> Level:
         """The level with one bit less per channel."""
-        bits = self.bits - 1
-        keys = coarsen(self.keys, n_channels, self.bits, bits)
-        # Dense bins only where the bin space is not much larger than the table.
-        if n_channels * bits <= _DENSE_BITS and (1 << (n_channels * bits)) <= 16 * len(keys):
-            index = keys.astype(np.intp)
-            size = 1 << (n_channels * bits)
-            weights = np.bincount(index, weights=self.weights, minlength=size)
-            uniq = np.flatnonzero(weights)
-            weights = weights[uniq]
-            sums = [np.bincount(index, weights=s, minlength=size)[uniq] for s in self.sums.T]
-        else:
-            uniq, index = np.unique(keys, return_inverse=True)
-            weights = np.bincount(index, weights=self.weights)
-            sums = [np.bincount(index, weights=s) for s in self.sums.T]
-        return Level(bits, uniq.astype(np.uint64), weights, np.stack(sums, axis=1))
+        keys, weights, sums = coarsen_sums(
+            self.keys, self.weights, self.sums, n_channels, self.bits, self.bits - 1
+        )
+        return Level(self.bits - 1, keys, weights, sums)
 
 
 def binned_levels(
@@ -168,9 +156,10 @@ def restarts(
                 for c, cost, i, v in zip(centres, costs, iters, done, strict=True)]
     out: list[LloydResult] = []
     best, hits = np.inf, 0
+    table = CentredTable(X, w)
     for seed in seeds:
         init = kmeans_plusplus(X, w, k, int(seed))
-        result = weighted_lloyd(X, w, init, max_iter=max_iter, rtol=RTOL)
+        result = table.lloyd(init, max_iter=max_iter, rtol=RTOL)
         out.append(result)
         if result.cost < best * (1 - 1e-9):
             best, hits = result.cost, 1
@@ -204,8 +193,9 @@ def fit_table(
     record = [_level(bits, X, results)]
     for bits, X, Xw in tables[1:]:
         keep = min(KEEP_MAX, max(KEEP, ROW_BUDGET // len(X)))
+        table = CentredTable(X, Xw)
         results = [
-            weighted_lloyd(X, Xw, r.centres, max_iter=max_iter, rtol=RTOL)
+            table.lloyd(r.centres, max_iter=max_iter, rtol=RTOL)
             for r in _best_distinct(results, keep)
         ]
         record.append(_level(bits, X, results))

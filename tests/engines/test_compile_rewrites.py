@@ -94,9 +94,9 @@ def test_lloyd_with_an_empty_cluster_in_threads():
     w = np.ones(4)
     start = np.array([[0.0, 0.0], [5.0, 5.0], [100.0, 100.0]])
     with ThreadPoolExecutor(2) as pool:  # the kernels release the GIL; the sort takes it
-        results = list(pool.map(lambda _: _lloyd_compiled(X, w, start.copy(), 300, 1e-6),
+        results = list(pool.map(lambda _: _lloyd_compiled(X, w, start.copy(), 300, 1e-6, True),
                                 range(4)))
-    for centres, _, converged in results:
+    for centres, _, converged, _ in results:
         np.testing.assert_allclose(centres, [[0.05, 0.0], [5.0, 5.0], [5.2, 5.0]], atol=1e-12)
         assert converged
 

@@ -107,3 +107,16 @@ def test_compiled_and_bounded_lloyd_reach_the_same_optimum(monkeypatch):
     bounded = weighted_lloyd(X, w, init, rtol=0)
     np.testing.assert_allclose(compiled.centres, bounded.centres, atol=1e-9)
     assert compiled.cost == pytest.approx(bounded.cost, rel=1e-10)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5])
+def test_weighted_mean_is_numpy_average_bit_for_bit(d):
+    # Lloyd centres tables on this mean; results are reproducible only if it is exactly
+    # np.average's (NumPy adds the weighted rows in order for two or more columns).
+    from pipeline.engines.lloyd import weighted_mean
+
+    rng = np.random.default_rng(d)
+    for n in [1, 2, 7, 8, 9, 129, 1000, 65_537]:
+        X = rng.normal(size=(n, d)) * 1e3
+        w = rng.random(n) * 100
+        assert weighted_mean(X, w).tobytes() == np.average(X, axis=0, weights=w).tobytes()

@@ -50,10 +50,14 @@ POOL_PIXELS = 1 << 22
 #: window, so they inherit its imports and loaded kernels (a spawned process spends about 1 s
 #: of CPU importing kmseg and loading its compiled kernels); elsewhere fork is unsafe.
 START_METHOD = "fork" if sys.platform == "linux" else "spawn"
+#: Memory a worker may take (its share of kmseg's imports and one window): the default number
+#: of processes is at most the machine's memory over this.
+WORKER_MEMORY = 1 << 29
 #: Most inputs of a window run by a worker (small windows balance the processes).
 POOL_WINDOW = 8
-#: Batches of fewer inputs than this run in the main process (starting workers costs ~1 s).
-POOL_MIN_INPUTS = 16
+#: Batches of fewer inputs than this run in the main process: below about 100 small images the
+#: pool's start and its ramp cost what it saves (measured on 256² photos, 2 cores).
+POOL_MIN_INPUTS = 128
 
 
 @dataclass
@@ -78,8 +82,9 @@ def pool_processes(plan: Any, executor: Any, n_todo: int) -> int:
     """Worker processes for ``plan``'s windows of small inputs; 0: run every window here.
 
     A pool is used for a batch of file or URL inputs on the local threaded scheduler, with
-    ``batch_processes`` (or, unset, one process per core for batches of at least
-    :data:`POOL_MIN_INPUTS` inputs) above 1.
+    ``batch_processes`` (or, unset, one process per core, at most one per
+    :data:`WORKER_MEMORY` of memory, for batches of at least :data:`POOL_MIN_INPUTS` inputs)
+    above 1.
     """
     from pipeline.execution import local_scheduler, uses_cluster
 
@@ -93,7 +98,10 @@ def pool_processes(plan: Any, executor: Any, n_todo: int) -> int:
     if config.batch_processes is not None:
         n = config.batch_processes
     elif n_todo >= POOL_MIN_INPUTS:
-        n = config.n_workers or os.cpu_count() or 1
+        from pipeline.chunking import local_memory_bytes
+
+        n = min(config.n_workers or os.cpu_count() or 1,
+                max(1, local_memory_bytes() // WORKER_MEMORY))
     else:
         n = 0
     return n if n > 1 else 0

@@ -195,7 +195,7 @@ class JobConfig:
         None,
         ge=1,
         description="local batches: worker processes that segment windows of small inputs "
-        "side by side (1: none); none: one per core for batches of 16 inputs or more",
+        "side by side (1: none); none: one per core for batches of 128 inputs or more",
     )
     mask: str | None = Field(
         None,

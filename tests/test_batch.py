@@ -180,16 +180,15 @@ def test_on_error_continue(tmp_path, processes):
 # -- resume -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("processes", ["1", "auto"])
+@pytest.mark.parametrize("processes", ["1", "2"])
 def test_killed_batch_resumes_to_the_same_bytes(tmp_path, processes):
     """SIGKILL the client mid-batch; the same command keeps the finished inputs, does the rest,
     says so, and the store equals an uninterrupted run's file for file. With worker processes
-    (48 inputs: the default pool), the workers die with the client."""
+    (two), the workers die with the client."""
     folder = tmp_path / "in"
     n = 48
     write_pngs(folder, n, size=32, noise=True)
-    args = ["-k", "3", "-q", "--batch-inputs", "4",
-            *(["--batch-processes", processes] if processes != "auto" else [])]
+    args = ["-k", "3", "-q", "--batch-inputs", "4", "--batch-processes", processes]
     env: dict[str, str] = {}
     reference = tmp_path / "reference.zarr"
     assert kmseg("segment", str(folder), *args, "-o", str(reference), env=env).returncode == 0
@@ -208,7 +207,7 @@ def test_killed_batch_resumes_to_the_same_bytes(tmp_path, processes):
             done = sum(group_status(out, f"img{i:03d}") == "complete" for i in range(n))
             workers = _children(proc.pid)
             # with worker processes: once they run (they start after the first window)
-            if done >= 4 and (processes != "auto" or len(workers) >= 2):
+            if done >= 4 and (processes == "1" or len(workers) >= 2):
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.01)
@@ -217,7 +216,7 @@ def test_killed_batch_resumes_to_the_same_bytes(tmp_path, processes):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL, "the batch ended before it could be killed"
-    if processes == "auto":
+    if processes == "2":
         assert len(workers) >= 2  # the pool's processes
     assert _alive(workers) == []
     finished = [i for i in range(n) if group_status(out, f"img{i:03d}") == "complete"]
@@ -688,9 +687,12 @@ def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault, batch
 
 
 def test_worker_processes_write_what_this_process_writes(tmp_path, monkeypatch):
-    """A batch of 20 small images runs its windows in worker processes by default (batches of
-    16 or more), and writes the same store, file for file, as one process."""
+    """A batch of small images runs its windows in worker processes by default (batches of at
+    least ``POOL_MIN_INPUTS``, lowered here to 16 for 20 images), and writes the same store,
+    file for file, as one process."""
     from pipeline import batchpool
+
+    monkeypatch.setattr(batchpool, "POOL_MIN_INPUTS", 16)
 
     folder = tmp_path / "in"
     write_pngs(folder, 20, size=32, noise=True)

@@ -605,7 +605,8 @@ def _take_outcome(plan: Plan, root: Any, window: list[Working], outcome: Any,
                   failed: list[FailedInput], results: dict[str, SegmentationResult]) -> None:
     """Record what a worker process did with ``window`` (:mod:`pipeline.batchpool`)."""
     for w, done in zip(window, outcome.inputs, strict=True):
-        w.error, w.stop = done.error, done.stop
+        # An input that failed while it was opened (here) keeps the exception raised here.
+        w.error, w.stop = done.error, w.stop if w.stop is not None else done.stop
         if done.result is not None:
             results[w.job.name] = done.result
     _report_failures(window, failed, plan.config, root)

@@ -264,8 +264,9 @@ def segment_window(plan: Any, items: list[tuple[Any, Any, str | None, bool]],
     window = []
     for job, source, error, stops in items:
         w = Working(job, source=source, error=error)
-        if stops:
-            w.stop = InputError(job.path, error or "failed")
+        if stops:  # the main process keeps (and raises) its own exception for this input
+            problem = (error or "failed").removeprefix(f"{job.path}: ")
+            w.stop = InputError(job.path, problem)
         window.append(w)
     executor = Executor(None, progress=False, threads=1)  # the pool is the parallelism
     root = _OpenRoot(config.output)

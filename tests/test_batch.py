@@ -75,7 +75,8 @@ def group_status(root: Path, name: str) -> str | None:
 
 #: Metadata that differs between two runs of the same job: times, the output's own path, and
 #: how many processes ran it.
-_VARYING = {"timings", "fit_s", "summary_task_s", "created", "output", "batch_processes"}
+_VARYING = {"timings", "fit_s", "bin_fit_s", "curve_s", "summary_task_s", "created", "output",
+            "batch_processes"}
 
 
 def _strip(value):
@@ -678,6 +679,9 @@ def test_stop_finishes_every_input_before_the_failing_one(tmp_path, fault, batch
                  batch_inputs.split()[0], *processes)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and bad.name in proc.stderr
+    # named once (the bug: a failure found while opening, in the main process, came back from
+    # a worker as "img002.png: img002.png: ...")
+    assert proc.stderr.count(bad.name) == 1, proc.stderr
     assert [group_status(out, f"img{i:03d}") for i in range(5)] == [
         "complete", "complete", None, None, None]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img000", "img001"]

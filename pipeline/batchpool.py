@@ -23,7 +23,9 @@ The rules of a batch do not change (:mod:`pipeline.batch`):
 On Linux the workers are forked after the first window (they inherit the loaded modules and
 kernels); elsewhere they are spawned, without re-running the caller's main module. A worker dies
 with the main process (Linux), so a killed batch leaves no writer behind: the rerun resumes from
-the groups marked complete.
+the groups marked complete. Workers ignore SIGINT: Ctrl-C, which a terminal sends to the whole
+process group, stops the main process alone, which lets the running windows end and removes
+their groups.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class Pool:
         self.model = model
         self.limit = n_processes + 1
         self.pending: deque[tuple[list[Any], Future]] = deque()
-        with _without_main():
+        with _without_main(), _interrupts_held():
             for _ in range(n_processes):  # start every process now
                 self.executor.submit(int)
 
@@ -197,6 +199,28 @@ def _without_main() -> Iterator[None]:
         spawn.get_preparation_data = original
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT is held (pending, not lost) in this thread while worker processes start, so that
+    they start with it blocked until they ignore it (:func:`_start_worker`).
+
+    Ctrl-C in a terminal signals the whole process group: the main process stops the batch
+    (it lets the windows running in the workers end, then removes their groups, see
+    :meth:`Pool.close`); a worker interrupted as well would print a traceback, or stop waiting
+    for writes that go on while the main process removes the group they write to.
+    """
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups of this kind
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 # -- in the worker process ------------------------------------------------------------------
 
 
@@ -207,6 +231,7 @@ def _start_worker(level: int) -> None:
     from pipeline.engines import lloyd
 
     _die_with_parent()
+    _ignore_interrupts()
     # A forked process has the parent's state but none of its threads: thread pools made
     # there would wait forever, and the parent's log handlers would print here.
     lloyd._pool.cache_clear()
@@ -220,6 +245,15 @@ def _start_worker(level: int) -> None:
 
 
 _LIMITS: Any = None
+
+
+def _ignore_interrupts() -> None:
+    """Leave Ctrl-C (SIGINT) to the main process (see :func:`_interrupts_held`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _die_with_parent() -> None:

@@ -298,7 +298,10 @@ def test_resume_after_a_kill_between_a_folder_and_its_zarr_json(tmp_path):
 
     again = kmseg(*args, "-o", str(out))
     assert again.returncode == 0, again.stderr
-    assert "1 of 3 done, resuming" in again.stderr
+    # and says nothing else (the bug: zarr's "Object at img002 is not recognized as a
+    # component of a Zarr hierarchy" for each such folder, also for the empty prefixes an S3
+    # server such as SeaweedFS keeps after kmseg removed a group)
+    assert again.stderr == "kmseg: warning: 1 of 3 done, resuming\n"
     assert_same_store(reference, out)
 
 

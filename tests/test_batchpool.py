@@ -1,0 +1,74 @@
+"""Worker processes of a batch (pipeline/batchpool.py) used as a user would: interrupted from
+a terminal, with real ``python -m pipeline`` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.test_batch import ROOT, _alive, _children, assert_same_store, kmseg, write_pngs
+
+
+def _noisy_pngs(folder: Path, n: int, size: int, first: int) -> None:
+    """``n`` RGB images of ``size`` x ``size`` random pixels (many distinct values: a window
+    of them takes a while), named after the small images before them."""
+    rng = np.random.default_rng(first)
+    for i in range(first, first + n):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:03d}.png")
+
+
+def test_ctrl_c_stops_the_workers_quietly_and_the_rerun_resumes(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole process group, the worker processes
+    included. The batch ends with ``kmseg: interrupted`` alone (exit 130); the bug: every idle
+    worker printed a ``KeyboardInterrupt`` traceback, and a busy one stopped waiting for its
+    writes while they went on (on S3 the main process then removed the window's group while
+    the worker's writes still landed, leaving objects the rerun warned about). No process is
+    left, and the same command resumes to the bytes of an uninterrupted run.
+
+    Three processes for two windows of the pool: one worker is idle when the signal comes."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 1, size=24)  # the first window: in the main process
+    _noisy_pngs(folder, 2, 384, first=1)
+    args = ["-k", "3", "-q", "--batch-inputs", "1", "--batch-processes", "3"]
+    reference = tmp_path / "reference.zarr"
+    assert kmseg("segment", str(folder), *args, "-o", str(reference)).returncode == 0
+
+    out = tmp_path / "out.zarr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "segment", str(folder), *args, "-o", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,  # its own process group
+    )
+    workers: list[int] = []
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            workers = [pid for pid in _children(proc.pid)
+                       if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            if len(workers) >= 3:
+                time.sleep(0.2)  # the pool's windows are running
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+            time.sleep(0.005)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert len(workers) >= 3, "the batch ended before its workers could be interrupted"
+    assert proc.returncode == 130, stderr
+    assert stderr == "kmseg: interrupted\n"
+    assert _alive(workers) == []
+
+    again = kmseg("segment", str(folder), *args, "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr and "not recognized" not in again.stderr
+    assert_same_store(reference, out)

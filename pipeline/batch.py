@@ -422,6 +422,16 @@ def _groups(root: Any) -> list[tuple[str, Any]]:
         return list(root.groups())
 
 
+def _entries(root: Any) -> list[str]:
+    """Names directly under ``root`` in its store, nodes or not."""
+    from zarr.core.sync import sync
+
+    async def listed() -> list[str]:
+        return [name async for name in root.store.list_dir(root.path)]
+
+    return sync(listed())
+
+
 class _LazyRoot:
     """The output's root group, created (or reopened to resume) when first needed, so that a
     job that fails before writing anything leaves no output behind."""
@@ -451,10 +461,18 @@ class _LazyRoot:
             return create_root(path, plan.config.overwrite)
         if self.resume:
             root = zarr.open_group(path, mode="r+", zarr_format=3)
+            complete = set()
             for name, group in _groups(root):
                 meta = group.attrs.get("kmseg", {})
-                if not (isinstance(meta, dict) and meta.get("status") == "complete"):
+                if isinstance(meta, dict) and meta.get("status") == "complete":
+                    complete.add(name)
+                else:
                     del root[name]  # half written by the interrupted run
+            ours = {job.group for job in plan.jobs}
+            for name in _entries(root):
+                if name in ours and name not in complete:
+                    # a group's folder without its zarr.json (killed while it was created)
+                    del root[name]
         else:
             root = create_root(path, plan.config.overwrite)
         root.attrs["kmseg"] = _root_attrs(plan, "incomplete")

@@ -305,6 +305,50 @@ def test_resume_after_a_kill_between_a_folder_and_its_zarr_json(tmp_path):
     assert_same_store(reference, out)
 
 
+def test_resume_after_a_kill_while_a_window_s_nodes_are_created(tmp_path):
+    """A window's groups and arrays are created concurrently (one ``create_hierarchy``), so a
+    SIGKILL can leave a node's children without the node's own ``zarr.json``: ``img001/``
+    holding ``img001/0/zarr.json`` and ``img001/labels/...``, or ``img002/labels/clusters/``
+    holding ``clusters/0/zarr.json``. The bug (seen killing the main process of a batch with
+    worker processes, three windows being created at once): every rerun refused the output as
+    holding entries kmseg did not write, so the batch could never be resumed. The leftovers are
+    made by hand from a finished store so the test does not depend on when the kill lands."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 3, size=24)
+    args = ["segment", str(folder), "-k", "4", "-q", "--batch-inputs", "1"]
+    reference, out = tmp_path / "reference.zarr", tmp_path / "out.zarr"
+    assert kmseg(*args, "-o", str(reference)).returncode == 0
+    assert kmseg(*args, "-o", str(out)).returncode == 0
+    root = json.loads((out / "zarr.json").read_text())
+    root["attributes"]["kmseg"]["status"] = "incomplete"
+    (out / "zarr.json").write_text(json.dumps(root))
+    (out / "img001" / "zarr.json").unlink()  # the group's children are there, not the group
+    group = json.loads((out / "img002" / "zarr.json").read_text())
+    group["attributes"]["kmseg"]["status"] = "incomplete"
+    (out / "img002" / "zarr.json").write_text(json.dumps(group))
+    (out / "img002" / "labels" / "clusters" / "zarr.json").unlink()
+
+    again = kmseg(*args, "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == "kmseg: warning: 1 of 3 done, resuming\n"
+    assert_same_store(reference, out)
+    # What kmseg did not write is still refused: a file beside the half-created nodes.
+    root["attributes"]["kmseg"]["status"] = "incomplete"
+    (out / "zarr.json").write_text(json.dumps(root))
+    (out / "img001" / "zarr.json").unlink()
+    (out / "img001" / "notes.txt").write_text("mine")
+    refused = kmseg(*args, "-o", str(out))
+    assert refused.returncode == 2 and "img001/notes.txt" in refused.stderr, refused.stderr
+    assert (out / "img001" / "notes.txt").read_text() == "mine"
+    # A half-created group of an input that now fails (on_error: continue) is removed, not
+    # left in the partial output.
+    (out / "img001" / "notes.txt").unlink()
+    (folder / "img001.png").write_bytes(b"not a png")
+    partial = kmseg(*args, "-o", str(out), "--on-error", "continue")
+    assert partial.returncode == 3, partial.stderr
+    assert not (out / "img001").exists()
+
+
 def test_report_of_a_partial_batch(tmp_path):
     """``report: true`` with ``on_error: continue`` and a failing input; the bug: the batch
     ended with exit 2 ("the job did not finish (status incomplete)") and no page, though the

@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -127,7 +128,12 @@ class Pool:
         self.model = model
         self.limit = n_processes + 1
         self.pending: deque[tuple[list[Any], Future]] = deque()
-        with _without_main(), _interrupts_held():
+        with _without_main(), _interrupts_held(), warnings.catch_warnings():
+            # Python 3.12+ warns about any fork of a process running threads (here Dask's,
+            # the progress bar's): the workers rebuild what a fork does not carry
+            # (_start_worker), so the warning would only reach the caller.
+            warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded",
+                                    category=DeprecationWarning)
             for _ in range(n_processes):  # start every process now
                 self.executor.submit(int)
 

@@ -72,3 +72,23 @@ def test_ctrl_c_stops_the_workers_quietly_and_the_rerun_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "Traceback" not in again.stderr and "not recognized" not in again.stderr
     assert_same_store(reference, out)
+
+
+def test_starting_the_workers_warns_nothing(tmp_path):
+    """The workers are forked from a process that runs threads (Dask's, the progress bar's);
+    Python 3.12+ warns about any such fork (``DeprecationWarning: This process is
+    multi-threaded, use of fork() may lead to deadlocks``), which the API passed on to the
+    caller and a test-suite run with ``-W error`` failed on. kmseg forks knowingly (the
+    workers rebuild what a fork cannot carry, see ``batchpool._start_worker``): no warning."""
+    import warnings
+
+    import pipeline
+
+    folder = tmp_path / "in"
+    write_pngs(folder, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = pipeline.segment(str(folder), str(tmp_path / "out.zarr"), k=4, quiet=True,
+                                   batch_processes=2, batch_inputs=1)
+    assert len(results) == 4
+    assert [str(w.message) for w in caught] == []

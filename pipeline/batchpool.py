@@ -87,7 +87,7 @@ def pool_processes(plan: Any, executor: Any, n_todo: int) -> int:
     A pool is used for a batch of file or URL inputs on the local threaded scheduler, with
     ``batch_processes`` (or, unset, one process per core, at most one per
     :data:`WORKER_MEMORY` of memory, for batches of at least :data:`POOL_MIN_INPUTS` inputs)
-    above 1.
+    above 1, and at most one per window the pool can get.
     """
     from pipeline.execution import local_scheduler, uses_cluster
 
@@ -107,6 +107,10 @@ def pool_processes(plan: Any, executor: Any, n_todo: int) -> int:
                 max(1, local_memory_bytes() // WORKER_MEMORY))
     else:
         n = 0
+    # No more processes than windows for them: windows of small inputs hold POOL_WINDOW (or
+    # batch_inputs) inputs (their pixels never reach the window limit), and the first runs here.
+    window = min(POOL_WINDOW, config.batch_inputs)
+    n = min(n, -(-n_todo // window) - 1)
     return n if n > 1 else 0
 
 

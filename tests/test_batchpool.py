@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.test_batch import ROOT, _alive, _children, assert_same_store, kmseg, write_pngs
+from tests.test_batch import (
+    ROOT,
+    _alive,
+    _children,
+    assert_same_store,
+    group_status,
+    kmseg,
+    write_pngs,
+)
 
 
 def _noisy_pngs(folder: Path, n: int, size: int, first: int) -> None:
@@ -33,10 +41,11 @@ def test_ctrl_c_stops_the_workers_quietly_and_the_rerun_resumes(tmp_path):
     the worker's writes still landed, leaving objects the rerun warned about). No process is
     left, and the same command resumes to the bytes of an uninterrupted run.
 
-    Three processes for two windows of the pool: one worker is idle when the signal comes."""
+    Three processes for three windows of the pool, one of a small image: its worker is idle
+    when the signal comes."""
     folder = tmp_path / "in"
-    write_pngs(folder, 1, size=24)  # the first window: in the main process
-    _noisy_pngs(folder, 2, 384, first=1)
+    write_pngs(folder, 2, size=24)  # the first window (in the main process), and a small one
+    _noisy_pngs(folder, 2, 512, first=2)
     args = ["-k", "3", "-q", "--batch-inputs", "1", "--batch-processes", "3"]
     reference = tmp_path / "reference.zarr"
     assert kmseg("segment", str(folder), *args, "-o", str(reference)).returncode == 0
@@ -53,8 +62,9 @@ def test_ctrl_c_stops_the_workers_quietly_and_the_rerun_resumes(tmp_path):
         while proc.poll() is None and time.monotonic() < deadline:
             workers = [pid for pid in _children(proc.pid)
                        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
-            if len(workers) >= 3:
-                time.sleep(0.2)  # the pool's windows are running
+            # once the small window's worker is done (idle), the others still at work
+            if len(workers) >= 3 and group_status(out, "img001") == "complete":
+                time.sleep(0.05)
                 os.killpg(proc.pid, signal.SIGINT)
                 break
             time.sleep(0.005)
@@ -92,3 +102,29 @@ def test_starting_the_workers_warns_nothing(tmp_path):
                                    batch_processes=2, batch_inputs=1)
     assert len(results) == 4
     assert [str(w.message) for w in caught] == []
+
+
+def test_no_more_processes_than_windows_for_them(tmp_path):
+    """``batch_processes`` above the number of windows the pool can get starts only those
+    (the first window runs in the main process). The bug: ``--batch-processes 100000`` on 12
+    images started processes until the machine ran out of them."""
+    from pipeline.batchpool import POOL_MIN_INPUTS, pool_processes
+    from pipeline.config import build_config
+    from pipeline.execution import Executor
+    from pipeline.plan import build_plan
+
+    write_pngs(tmp_path / "in", 12)
+
+    def processes(n_todo: int, **keys) -> int:
+        config = build_config({"inputs": [str(tmp_path / "in")], "output": str(tmp_path / "o"),
+                               "quiet": True, **keys})
+        return pool_processes(build_plan(config), Executor(None), n_todo)
+
+    # 12 inputs in windows of 2: six windows, the first here, five for the pool
+    assert processes(12, batch_processes=100000, batch_inputs=2) == 5
+    assert processes(12, batch_processes=3, batch_inputs=2) == 3
+    # windows of at most 8 (batchpool.POOL_WINDOW): two windows, one for the pool: none
+    assert processes(12, batch_processes=4) == 0
+    assert processes(3, batch_processes=4, batch_inputs=1) == 2  # resuming: 3 left
+    assert processes(12, batch_processes=1, batch_inputs=1) == 0
+    assert processes(POOL_MIN_INPUTS, n_workers=2) == 2

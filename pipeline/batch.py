@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -382,7 +383,7 @@ def _finished(plan: Plan) -> set[str]:
     root = zarr.open_group(plan.config.output, mode="r", zarr_format=3)
     paths = {job.name: job.path for job in plan.jobs}
     done = set()
-    for name, group in root.groups():
+    for name, group in _groups(root):
         meta = group.attrs.get("kmseg", {})
         if not isinstance(meta, dict) or meta.get("status") != "complete":
             continue
@@ -408,6 +409,27 @@ def _finished(plan: Plan) -> set[str]:
             )
         done.add(name)
     return done
+
+
+def _groups(root: Any) -> list[tuple[str, Any]]:
+    """The groups of a batch's root. A folder or prefix without ``zarr.json`` is none: a kill
+    while a group was being created leaves one, and some S3 servers (SeaweedFS) keep the empty
+    prefix of a group kmseg removed; zarr's warning about each is left out (it would only
+    repeat on every resume; what kmseg did not write is refused by :mod:`pipeline.outputs`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"Object at .* is not recognized as a component of a Zarr")
+        return list(root.groups())
+
+
+def _entries(root: Any) -> list[str]:
+    """Names directly under ``root`` in its store, nodes or not."""
+    from zarr.core.sync import sync
+
+    async def listed() -> list[str]:
+        return [name async for name in root.store.list_dir(root.path)]
+
+    return sync(listed())
 
 
 class _LazyRoot:
@@ -439,10 +461,18 @@ class _LazyRoot:
             return create_root(path, plan.config.overwrite)
         if self.resume:
             root = zarr.open_group(path, mode="r+", zarr_format=3)
-            for name, group in list(root.groups()):
+            complete = set()
+            for name, group in _groups(root):
                 meta = group.attrs.get("kmseg", {})
-                if not (isinstance(meta, dict) and meta.get("status") == "complete"):
+                if isinstance(meta, dict) and meta.get("status") == "complete":
+                    complete.add(name)
+                else:
                     del root[name]  # half written by the interrupted run
+            ours = {job.group for job in plan.jobs}
+            for name in _entries(root):
+                if name in ours and name not in complete:
+                    # a group's folder without its zarr.json (killed while it was created)
+                    del root[name]
         else:
             root = create_root(path, plan.config.overwrite)
         root.attrs["kmseg"] = _root_attrs(plan, "incomplete")
@@ -605,7 +635,8 @@ def _take_outcome(plan: Plan, root: Any, window: list[Working], outcome: Any,
                   failed: list[FailedInput], results: dict[str, SegmentationResult]) -> None:
     """Record what a worker process did with ``window`` (:mod:`pipeline.batchpool`)."""
     for w, done in zip(window, outcome.inputs, strict=True):
-        w.error, w.stop = done.error, done.stop
+        # An input that failed while it was opened (here) keeps the exception raised here.
+        w.error, w.stop = done.error, w.stop if w.stop is not None else done.stop
         if done.result is not None:
             results[w.job.name] = done.result
     _report_failures(window, failed, plan.config, root)

@@ -23,7 +23,9 @@ The rules of a batch do not change (:mod:`pipeline.batch`):
 On Linux the workers are forked after the first window (they inherit the loaded modules and
 kernels); elsewhere they are spawned, without re-running the caller's main module. A worker dies
 with the main process (Linux), so a killed batch leaves no writer behind: the rerun resumes from
-the groups marked complete.
+the groups marked complete. Workers ignore SIGINT: Ctrl-C, which a terminal sends to the whole
+process group, stops the main process alone, which lets the running windows end and removes
+their groups.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -84,7 +87,7 @@ def pool_processes(plan: Any, executor: Any, n_todo: int) -> int:
     A pool is used for a batch of file or URL inputs on the local threaded scheduler, with
     ``batch_processes`` (or, unset, one process per core, at most one per
     :data:`WORKER_MEMORY` of memory, for batches of at least :data:`POOL_MIN_INPUTS` inputs)
-    above 1.
+    above 1, and at most one per window the pool can get.
     """
     from pipeline.execution import local_scheduler, uses_cluster
 
@@ -104,6 +107,10 @@ def pool_processes(plan: Any, executor: Any, n_todo: int) -> int:
                 max(1, local_memory_bytes() // WORKER_MEMORY))
     else:
         n = 0
+    # No more processes than windows for them: windows of small inputs hold POOL_WINDOW (or
+    # batch_inputs) inputs (their pixels never reach the window limit), and the first runs here.
+    window = min(POOL_WINDOW, config.batch_inputs)
+    n = min(n, -(-n_todo // window) - 1)
     return n if n > 1 else 0
 
 
@@ -125,7 +132,12 @@ class Pool:
         self.model = model
         self.limit = n_processes + 1
         self.pending: deque[tuple[list[Any], Future]] = deque()
-        with _without_main():
+        with _without_main(), _interrupts_held(), warnings.catch_warnings():
+            # Python 3.12+ warns about any fork of a process running threads (here Dask's,
+            # the progress bar's): the workers rebuild what a fork does not carry
+            # (_start_worker), so the warning would only reach the caller.
+            warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded",
+                                    category=DeprecationWarning)
             for _ in range(n_processes):  # start every process now
                 self.executor.submit(int)
 
@@ -197,6 +209,28 @@ def _without_main() -> Iterator[None]:
         spawn.get_preparation_data = original
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT is held (pending, not lost) in this thread while worker processes start, so that
+    they start with it blocked until they ignore it (:func:`_start_worker`).
+
+    Ctrl-C in a terminal signals the whole process group: the main process stops the batch
+    (it lets the windows running in the workers end, then removes their groups, see
+    :meth:`Pool.close`); a worker interrupted as well would print a traceback, or stop waiting
+    for writes that go on while the main process removes the group they write to.
+    """
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups of this kind
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 # -- in the worker process ------------------------------------------------------------------
 
 
@@ -207,6 +241,7 @@ def _start_worker(level: int) -> None:
     from pipeline.engines import lloyd
 
     _die_with_parent()
+    _ignore_interrupts()
     # A forked process has the parent's state but none of its threads: thread pools made
     # there would wait forever, and the parent's log handlers would print here.
     lloyd._pool.cache_clear()
@@ -220,6 +255,15 @@ def _start_worker(level: int) -> None:
 
 
 _LIMITS: Any = None
+
+
+def _ignore_interrupts() -> None:
+    """Leave Ctrl-C (SIGINT) to the main process (see :func:`_interrupts_held`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _die_with_parent() -> None:
@@ -264,8 +308,9 @@ def segment_window(plan: Any, items: list[tuple[Any, Any, str | None, bool]],
     window = []
     for job, source, error, stops in items:
         w = Working(job, source=source, error=error)
-        if stops:
-            w.stop = InputError(job.path, error or "failed")
+        if stops:  # the main process keeps (and raises) its own exception for this input
+            problem = (error or "failed").removeprefix(f"{job.path}: ")
+            w.stop = InputError(job.path, problem)
         window.append(w)
     executor = Executor(None, progress=False, threads=1)  # the pool is the parallelism
     root = _OpenRoot(config.output)

@@ -360,8 +360,12 @@ def foreign_entries(path: str) -> list[str]:
                 continue
             node = listing.node_type(child) if is_dir else None
             named = not (top and expected is not None and name not in expected)
-            if node is None and is_dir and named and _killed_write(listing, f"{child}/"):
-                continue  # zarr made the folder of a node; the process died before its zarr.json
+            if node is None and is_dir and named:
+                # Zarr made the folder of a node, and maybe nodes inside it (a window's nodes
+                # are created concurrently); the process died before the node's zarr.json.
+                # Such a folder is kmseg's if all it holds is.
+                walk(f"{child}/", "group", False)
+                continue
             if node is None or not named:
                 foreign.append(f"{child}/" if is_dir else child)
             else:
@@ -369,19 +373,6 @@ def foreign_entries(path: str) -> list[str]:
 
     walk("", "group", True)
     return foreign
-
-
-def _killed_write(listing: _Listing, rel: str) -> bool:
-    """True when folder ``rel`` holds nothing but empty folders and zarr's temporary files:
-    what a store writing a node leaves when the process is killed (SIGKILL) before the node's
-    ``zarr.json`` is in place. It holds no data, so treating it as kmseg's loses nothing."""
-    for name, is_dir in listing.entries(rel):
-        if is_dir:
-            if not _killed_write(listing, f"{rel}{name}/"):
-                return False
-        elif not _ZARR_PARTIAL.match(name):
-            return False
-    return True
 
 
 def _listed(names: list[str], what: str = " kmseg did not write") -> str:

@@ -1,0 +1,130 @@
+"""Worker processes of a batch (pipeline/batchpool.py) used as a user would: interrupted from
+a terminal, with real ``python -m pipeline`` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.test_batch import (
+    ROOT,
+    _alive,
+    _children,
+    assert_same_store,
+    group_status,
+    kmseg,
+    write_pngs,
+)
+
+
+def _noisy_pngs(folder: Path, n: int, size: int, first: int) -> None:
+    """``n`` RGB images of ``size`` x ``size`` random pixels (many distinct values: a window
+    of them takes a while), named after the small images before them."""
+    rng = np.random.default_rng(first)
+    for i in range(first, first + n):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:03d}.png")
+
+
+def test_ctrl_c_stops_the_workers_quietly_and_the_rerun_resumes(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole process group, the worker processes
+    included. The batch ends with ``kmseg: interrupted`` alone (exit 130); the bug: every idle
+    worker printed a ``KeyboardInterrupt`` traceback, and a busy one stopped waiting for its
+    writes while they went on (on S3 the main process then removed the window's group while
+    the worker's writes still landed, leaving objects the rerun warned about). No process is
+    left, and the same command resumes to the bytes of an uninterrupted run.
+
+    Three processes for three windows of the pool, one of a small image: its worker is idle
+    when the signal comes."""
+    folder = tmp_path / "in"
+    write_pngs(folder, 2, size=24)  # the first window (in the main process), and a small one
+    _noisy_pngs(folder, 2, 512, first=2)
+    args = ["-k", "3", "-q", "--batch-inputs", "1", "--batch-processes", "3"]
+    reference = tmp_path / "reference.zarr"
+    assert kmseg("segment", str(folder), *args, "-o", str(reference)).returncode == 0
+
+    out = tmp_path / "out.zarr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "segment", str(folder), *args, "-o", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,  # its own process group
+    )
+    workers: list[int] = []
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            workers = [pid for pid in _children(proc.pid)
+                       if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            # once the small window's worker is done (idle), the others still at work
+            if len(workers) >= 3 and group_status(out, "img001") == "complete":
+                time.sleep(0.05)
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+            time.sleep(0.005)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert len(workers) >= 3, "the batch ended before its workers could be interrupted"
+    assert proc.returncode == 130, stderr
+    assert stderr == "kmseg: interrupted\n"
+    assert _alive(workers) == []
+
+    again = kmseg("segment", str(folder), *args, "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr and "not recognized" not in again.stderr
+    assert_same_store(reference, out)
+
+
+def test_starting_the_workers_warns_nothing(tmp_path):
+    """The workers are forked from a process that runs threads (Dask's, the progress bar's);
+    Python 3.12+ warns about any such fork (``DeprecationWarning: This process is
+    multi-threaded, use of fork() may lead to deadlocks``), which the API passed on to the
+    caller and a test-suite run with ``-W error`` failed on. kmseg forks knowingly (the
+    workers rebuild what a fork cannot carry, see ``batchpool._start_worker``): no warning."""
+    import warnings
+
+    import pipeline
+
+    folder = tmp_path / "in"
+    write_pngs(folder, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = pipeline.segment(str(folder), str(tmp_path / "out.zarr"), k=4, quiet=True,
+                                   batch_processes=2, batch_inputs=1)
+    assert len(results) == 4
+    assert [str(w.message) for w in caught] == []
+
+
+def test_no_more_processes_than_windows_for_them(tmp_path):
+    """``batch_processes`` above the number of windows the pool can get starts only those
+    (the first window runs in the main process). The bug: ``--batch-processes 100000`` on 12
+    images started processes until the machine ran out of them."""
+    from pipeline.batchpool import POOL_MIN_INPUTS, pool_processes
+    from pipeline.config import build_config
+    from pipeline.execution import Executor
+    from pipeline.plan import build_plan
+
+    write_pngs(tmp_path / "in", 12)
+
+    def processes(n_todo: int, **keys) -> int:
+        config = build_config({"inputs": [str(tmp_path / "in")], "output": str(tmp_path / "o"),
+                               "quiet": True, **keys})
+        return pool_processes(build_plan(config), Executor(None), n_todo)
+
+    # 12 inputs in windows of 2: six windows, the first here, five for the pool
+    assert processes(12, batch_processes=100000, batch_inputs=2) == 5
+    assert processes(12, batch_processes=3, batch_inputs=2) == 3
+    # windows of at most 8 (batchpool.POOL_WINDOW): two windows, one for the pool: none
+    assert processes(12, batch_processes=4) == 0
+    assert processes(3, batch_processes=4, batch_inputs=1) == 2  # resuming: 3 left
+    assert processes(12, batch_processes=1, batch_inputs=1) == 0
+    assert processes(POOL_MIN_INPUTS, n_workers=2) == 2

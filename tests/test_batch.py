@@ -65,6 +65,15 @@ def kmseg(*args: str, env: dict | None = None, **kwargs) -> subprocess.Completed
                           text=True, env=environ, timeout=600, **kwargs)
 
 
+def kmseg_background(*args: str, env: dict | None = None, stderr=subprocess.DEVNULL,
+                     **kwargs) -> subprocess.Popen:
+    """``python -m pipeline ARGS`` started in the background (stdout discarded)."""
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=environ,
+                            stdout=subprocess.DEVNULL, stderr=stderr,
+                            text=stderr is not subprocess.DEVNULL, **kwargs)
+
+
 def group_status(root: Path, name: str) -> str | None:
     try:
         meta = json.loads((root / name / "zarr.json").read_text())
@@ -195,11 +204,7 @@ def test_killed_batch_resumes_to_the_same_bytes(tmp_path, processes):
     assert kmseg("segment", str(folder), *args, "-o", str(reference), env=env).returncode == 0
 
     out = tmp_path / "out.zarr"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "segment", str(folder), *args, "-o", str(out)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    proc = kmseg_background("segment", str(folder), *args, "-o", str(out), env=env)
     deadline = time.monotonic() + 300
     done = 0
     workers: list[int] = []
@@ -274,23 +279,33 @@ def _alive(pids: list[int], wait: float = 10.0) -> list[int]:
         time.sleep(0.1)
 
 
-def test_resume_after_a_kill_between_a_folder_and_its_zarr_json(tmp_path):
-    """A SIGKILL while zarr creates a node leaves its folder without ``zarr.json`` (an empty
-    ``img002/`` or ``img001/0/``); the bug: the rerun refused the output as holding an entry
-    kmseg did not write instead of resuming. The leftovers are the state such a kill leaves,
-    made by hand so the test does not depend on when the kill lands."""
+def _unfinished_copy(tmp_path: Path) -> tuple[list[str], Path, Path]:
+    """A reference store of 3 inputs and a second, finished one whose root says
+    ``incomplete`` again (as an interrupted batch leaves it): ``(args, reference, out)``."""
     folder = tmp_path / "in"
     write_pngs(folder, 3, size=24)
     args = ["segment", str(folder), "-k", "4", "-q", "--batch-inputs", "1"]
     reference, out = tmp_path / "reference.zarr", tmp_path / "out.zarr"
     assert kmseg(*args, "-o", str(reference)).returncode == 0
     assert kmseg(*args, "-o", str(out)).returncode == 0
-    root = json.loads((out / "zarr.json").read_text())
-    root["attributes"]["kmseg"]["status"] = "incomplete"
-    (out / "zarr.json").write_text(json.dumps(root))
-    group = json.loads((out / "img001" / "zarr.json").read_text())
-    group["attributes"]["kmseg"]["status"] = "incomplete"
-    (out / "img001" / "zarr.json").write_text(json.dumps(group))
+    _set_status(out, "incomplete")
+    return args, reference, out
+
+
+def _set_status(group: Path, status: str) -> None:
+    """Rewrite the kmseg ``status`` in the metadata of ``group``."""
+    meta = json.loads((group / "zarr.json").read_text())
+    meta["attributes"]["kmseg"]["status"] = status
+    (group / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_resume_after_a_kill_between_a_folder_and_its_zarr_json(tmp_path):
+    """A SIGKILL while zarr creates a node leaves its folder without ``zarr.json`` (an empty
+    ``img002/`` or ``img001/0/``); the bug: the rerun refused the output as holding an entry
+    kmseg did not write instead of resuming. The leftovers are the state such a kill leaves,
+    made by hand so the test does not depend on when the kill lands."""
+    args, reference, out = _unfinished_copy(tmp_path)
+    _set_status(out / "img001", "incomplete")
     shutil.rmtree(out / "img001" / "0")  # img001 half created: level 0 without zarr.json
     (out / "img001" / "0").mkdir()
     shutil.rmtree(out / "img002")
@@ -313,19 +328,9 @@ def test_resume_after_a_kill_while_a_window_s_nodes_are_created(tmp_path):
     worker processes, three windows being created at once): every rerun refused the output as
     holding entries kmseg did not write, so the batch could never be resumed. The leftovers are
     made by hand from a finished store so the test does not depend on when the kill lands."""
-    folder = tmp_path / "in"
-    write_pngs(folder, 3, size=24)
-    args = ["segment", str(folder), "-k", "4", "-q", "--batch-inputs", "1"]
-    reference, out = tmp_path / "reference.zarr", tmp_path / "out.zarr"
-    assert kmseg(*args, "-o", str(reference)).returncode == 0
-    assert kmseg(*args, "-o", str(out)).returncode == 0
-    root = json.loads((out / "zarr.json").read_text())
-    root["attributes"]["kmseg"]["status"] = "incomplete"
-    (out / "zarr.json").write_text(json.dumps(root))
+    args, reference, out = _unfinished_copy(tmp_path)
     (out / "img001" / "zarr.json").unlink()  # the group's children are there, not the group
-    group = json.loads((out / "img002" / "zarr.json").read_text())
-    group["attributes"]["kmseg"]["status"] = "incomplete"
-    (out / "img002" / "zarr.json").write_text(json.dumps(group))
+    _set_status(out / "img002", "incomplete")
     (out / "img002" / "labels" / "clusters" / "zarr.json").unlink()
 
     again = kmseg(*args, "-o", str(out))
@@ -333,8 +338,7 @@ def test_resume_after_a_kill_while_a_window_s_nodes_are_created(tmp_path):
     assert again.stderr == "kmseg: warning: 1 of 3 done, resuming\n"
     assert_same_store(reference, out)
     # What kmseg did not write is still refused: a file beside the half-created nodes.
-    root["attributes"]["kmseg"]["status"] = "incomplete"
-    (out / "zarr.json").write_text(json.dumps(root))
+    _set_status(out, "incomplete")
     (out / "img001" / "zarr.json").unlink()
     (out / "img001" / "notes.txt").write_text("mine")
     refused = kmseg(*args, "-o", str(out))
@@ -343,7 +347,7 @@ def test_resume_after_a_kill_while_a_window_s_nodes_are_created(tmp_path):
     # A half-created group of an input that now fails (on_error: continue) is removed, not
     # left in the partial output.
     (out / "img001" / "notes.txt").unlink()
-    (folder / "img001.png").write_bytes(b"not a png")
+    (tmp_path / "in" / "img001.png").write_bytes(b"not a png")
     partial = kmseg(*args, "-o", str(out), "--on-error", "continue")
     assert partial.returncode == 3, partial.stderr
     assert not (out / "img001").exists()
@@ -613,11 +617,9 @@ def test_memory_of_the_worker_processes_is_flat_in_the_number_of_inputs(tmp_path
     peaks = {}
     for n in (40, 200):
         folder = write_pngs(tmp_path / f"in{n}", n, size=64, noise=True)[0].parent
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "segment", str(folder), "-k", "4", "-o",
-             str(tmp_path / f"out{n}.zarr"), "-q", "--batch-processes", "2"],
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-        )
+        proc = kmseg_background("segment", str(folder), "-k", "4", "-o",
+                                str(tmp_path / f"out{n}.zarr"), "-q", "--batch-processes", "2",
+                                stderr=None)
         peak = 0
         while proc.poll() is None:
             peak = max(peak, _tree_rss(proc.pid))
@@ -800,11 +802,8 @@ def test_a_worker_killed_mid_batch_is_one_line_and_the_rerun_resumes(tmp_path):
     reference = tmp_path / "reference.zarr"
     assert kmseg("segment", str(folder), *args, "-o", str(reference)).returncode == 0
     out = tmp_path / "out.zarr"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "segment", str(folder), *args, "-o", str(out)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )
+    proc = kmseg_background("segment", str(folder), *args, "-o", str(out),
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     killed = None
     try:

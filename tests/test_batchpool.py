@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,12 +13,12 @@ import numpy as np
 from PIL import Image
 
 from tests.test_batch import (
-    ROOT,
     _alive,
     _children,
     assert_same_store,
     group_status,
     kmseg,
+    kmseg_background,
     write_pngs,
 )
 
@@ -51,11 +50,8 @@ def test_ctrl_c_stops_the_workers_quietly_and_the_rerun_resumes(tmp_path):
     assert kmseg("segment", str(folder), *args, "-o", str(reference)).returncode == 0
 
     out = tmp_path / "out.zarr"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "segment", str(folder), *args, "-o", str(out)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,  # its own process group
-    )
+    proc = kmseg_background("segment", str(folder), *args, "-o", str(out),
+                            stderr=subprocess.PIPE, start_new_session=True)  # own group
     workers: list[int] = []
     deadline = time.monotonic() + 120
     try:

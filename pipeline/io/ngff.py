@@ -414,7 +414,7 @@ def label_pyramid_nodes(
     return nodes
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)  # bounded: a batch may hold images of many sizes
 def _array_metadata(shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...],
                     dimension_names: tuple[str, ...]) -> Any:
     """Zarr v3 metadata of an output array (made once per distinct layout, in memory)."""

@@ -65,9 +65,8 @@ POOL_MIN_INPUTS = 128
 
 @dataclass
 class InputOutcome:
-    """What became of one input of a window run by a worker."""
+    """What became of one input of a window run by a worker (in the window's order)."""
 
-    name: str
     error: str | None
     stop: BaseException | None
     result: Any
@@ -322,7 +321,7 @@ def segment_window(plan: Any, items: list[tuple[Any, Any, str | None, bool]],
             _write(plan, window, executor, root, results, 0, [])
         discard_failed(window, root)
     return WindowOutcome(
-        [InputOutcome(w.job.name, w.error, _portable(w) if w.stop is not None else None,
+        [InputOutcome(w.error, _portable(w) if w.stop is not None else None,
                       results.get(w.job.name)) for w in window],
         list(captured.lines),
     )

@@ -238,6 +238,7 @@ def _start_worker(level: int) -> None:
     from threadpoolctl import threadpool_limits
 
     from pipeline.engines import lloyd
+    from pipeline.execution import LOCAL_SETTINGS
 
     _die_with_parent()
     _ignore_interrupts()
@@ -248,7 +249,7 @@ def _start_worker(level: int) -> None:
     logger.setLevel(level)
     logger.handlers = [logging.NullHandler()]
     logger.propagate = False  # the main process reports what a window returns
-    dask.config.set(scheduler="synchronous")
+    dask.config.set({**LOCAL_SETTINGS, "scheduler": "synchronous"})
     global _LIMITS
     _LIMITS = threadpool_limits(limits=1, user_api="blas")
 

@@ -341,6 +341,10 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage,
     3 some inputs of a batch failed with ``on_error: continue``)."""
+    if argv is None:  # this process is the kmseg command: nothing else will jit code here
+        from pipeline import lean_imports
+
+        lean_imports.install(command=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv == ["--version"]:  # before building the parser: the quickest answer
         print(f"kmseg {pipeline.__version__}")

@@ -1,13 +1,18 @@
-"""Keep ``import dask.array`` from loading optional array libraries kmseg never uses.
+"""Keep libraries from importing optional modules that kmseg never uses (start-up time).
 
-At import, ``dask.array`` registers the chunk types of every array library it can import
-(``dask/array/chunk_types.py``: ``sparse``, ``scipy.sparse``, ``cupy``) and ``dask.array.fft``
-imports ``scipy.fftpack``. With dask-ml installed, ``sparse`` always is (dask-glm requires it),
-and these imports cost about 0.1 s of every kmseg process, a tenth of a small job. kmseg never
-makes sparse, CuPy or FFT arrays, so :func:`install` hides those modules from those two dask
-modules only: the import there raises ``ImportError``, which dask handles as "not installed".
-Any other importer, before or after, gets the real module, and a module already imported is
-never hidden (a program that imported ``sparse`` first keeps dask's sparse support).
+* At import, ``dask.array`` registers the chunk types of every array library it can import
+  (``dask/array/chunk_types.py``: ``sparse``, ``scipy.sparse``, ``cupy``) and ``dask.array.fft``
+  imports ``scipy.fftpack``. With dask-ml installed, ``sparse`` always is (dask-glm requires it).
+  kmseg never makes sparse, CuPy or FFT arrays. Hidden wherever kmseg is imported.
+* At its first compilation, numba checks for BLAS by importing ``scipy.linalg`` whole
+  (``numba/np/arraymath.py``, ``_check_blas``), for ``np.dot`` and ``np.linalg`` in jitted code.
+  kmseg's kernels use neither. Hidden only in the ``kmseg`` command's own process
+  (:func:`install` with ``command=True``): a program that imports kmseg may jit such code itself.
+
+Together they cost about 0.15 s of every kmseg process, a tenth of a small job. A hidden module
+raises ``ImportError`` in those library modules only, which they handle as "not installed". Any
+other importer, before or after, gets the real module, and a module already imported is never
+hidden.
 """
 
 from __future__ import annotations
@@ -16,27 +21,49 @@ import importlib.abc
 import sys
 from typing import Any
 
-#: The modules hidden, and the dask modules they are hidden from.
-HIDDEN = frozenset({"sparse", "scipy.sparse", "scipy.fftpack", "cupy", "cupyx.scipy.sparse"})
-IMPORTERS = frozenset({"dask.array.chunk_types", "dask.array.fft"})
+#: Library module -> the modules hidden from it, wherever kmseg is imported.
+LIBRARY: dict[str, frozenset[str]] = {
+    "dask.array.chunk_types": frozenset({"sparse", "scipy.sparse", "cupy", "cupyx.scipy.sparse"}),
+    "dask.array.fft": frozenset({"scipy.fftpack"}),
+}
+#: Library module -> the modules hidden from it in the ``kmseg`` command's process only.
+COMMAND: dict[str, frozenset[str]] = {
+    "numba.np.linalg": frozenset({"scipy.linalg"}),
+}
 
 
-class _HideFromDask(importlib.abc.MetaPathFinder):
-    """Refuses the modules of :data:`HIDDEN` to imports made by :data:`IMPORTERS`."""
+class _Hide(importlib.abc.MetaPathFinder):
+    """Refuses the modules of :attr:`hidden` to imports made by their library module."""
+
+    def __init__(self) -> None:
+        self.hidden: dict[str, frozenset[str]] = {}
+        self.names: frozenset[str] = frozenset()
+
+    def add(self, hidden: dict[str, frozenset[str]]) -> None:
+        self.hidden = {**self.hidden, **hidden}
+        self.names = frozenset().union(*self.hidden.values())
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name in HIDDEN or name.split(".", 1)[0] in HIDDEN:
-            frame = sys._getframe(1)
-            while frame is not None:
-                if frame.f_globals.get("__name__") in IMPORTERS:
-                    raise ImportError(f"{name} is not used by kmseg (pipeline.lean_imports)")
-                frame = frame.f_back
+        top = name.split(".", 1)[0]
+        if name not in self.names and top not in self.names:
+            return None
+        frame = sys._getframe(1)
+        while frame is not None:
+            hidden = self.hidden.get(frame.f_globals.get("__name__", ""))
+            if hidden is not None and (name in hidden or top in hidden):
+                raise ImportError(f"{name} is not used by kmseg (pipeline.lean_imports)")
+            frame = frame.f_back
         return None
 
 
-def install() -> None:
-    """Put the finder first on ``sys.meta_path`` (once); no effect once dask.array is loaded."""
-    if "dask.array" in sys.modules:
-        return
-    if not any(isinstance(finder, _HideFromDask) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _HideFromDask())
+def install(*, command: bool = False) -> None:
+    """Hide the modules of :data:`LIBRARY`, and of :data:`COMMAND` with ``command=True``.
+
+    Call before the library modules are imported (later, the hiding has no effect); calling
+    again only adds.
+    """
+    finder = next((f for f in sys.meta_path if isinstance(f, _Hide)), None)
+    if finder is None:
+        finder = _Hide()
+        sys.meta_path.insert(0, finder)
+    finder.add({**LIBRARY, **(COMMAND if command else {})})

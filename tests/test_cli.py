@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import tifffile
 
 from pipeline.cli import build_parser, main
 from pipeline.config import config_fields
@@ -278,6 +279,28 @@ def test_local_run_loads_no_unused_array_library(tiny_image, tmp_path):
     assert lines[-2] == "0 []"
     assert lines[-1] == "COO"
     assert (out / "zarr.json").exists()
+
+
+def test_command_process_loads_no_blas_for_numba(tmp_path):
+    """In the kmseg command's own process (``main()`` reading ``sys.argv``), numba's first
+    compilation does not import scipy.linalg to look for BLAS (no kmseg kernel uses it); a
+    program calling ``main([...])`` keeps numba's BLAS support."""
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+
+    def probe(command: bool) -> list[str]:
+        args = ["segment", str(grey), "-k", "2", "-o", str(tmp_path / f"{command}.zarr"), "-q"]
+        call = "main()" if command else f"main({args!r})"
+        code = (f"import sys; sys.argv = ['kmseg', *{args!r}]\n"
+                "from pipeline.cli import main\n"
+                f"status = {call}\n"
+                "print(status, 'scipy.linalg' in sys.modules)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, cwd=ROOT)
+        return done.stdout.split()[-2:]
+
+    assert probe(command=True) == ["0", "False"]
+    assert probe(command=False) == ["0", "True"]
 
 
 def test_public_api_is_still_reachable():

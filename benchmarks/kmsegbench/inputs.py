@@ -290,6 +290,25 @@ def nibabel_mr_slice(data_dir: str) -> str:
                       f"real MR slice from {source}")
 
 
+def pydicom_cr(data_dir: str) -> str:
+    """A real 16-bit radiograph shipped in a pip package: ``RG1_UNCR.dcm`` of pydicom-data
+    (computed radiography, 1955x1841 uint16, 15 bits stored, MONOCHROME1, about 25,000 distinct
+    values), copied to ``.npy`` as pydicom decodes it so that kmseg and the script read the same
+    values."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("RG1_UNCR.dcm")
+    if source is None:
+        raise SystemExit("real16 needs pydicom-data (pip install -e '.[bench]')")
+
+    def make() -> np.ndarray:
+        return np.ascontiguousarray(pydicom.dcmread(source).pixel_array)
+
+    return cached_npy(os.path.join(data_dir, "pydicom-rg1-cr.npy"), make,
+                      f"real CR radiograph from {source}")
+
+
 def float_range(path: str) -> tuple[float, float]:
     """``(min, max)`` of a float ``.npy``, NaN ignored, read slice by slice."""
     array = np.load(path, mmap_mode="r")
@@ -417,6 +436,9 @@ def build_inputs(sizes: list[str], data_dir: str, photo_ks: list[int], big_k: in
         inputs.append(_npy_input("camera int32 2048x2048", int32_image(data_dir), [4], methods,
                                  1, issue9))
     if "real16" in sizes:
+        inputs.append(_npy_input("pydicom-data CR 1955x1841 uint16 (real)",
+                                 pydicom_cr(data_dir), [4], methods, 1, issue9))
+    if "mr-slice" in sizes:
         inputs.append(_npy_input("nibabel MR 256x256 uint16 (real)", nibabel_mr_slice(data_dir),
                                  [4], methods, 1, issue9))
     return inputs

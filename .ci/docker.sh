@@ -219,6 +219,54 @@ EOF
 find "$DATA" -maxdepth 1 -type f -printf '    %u:%g %6s %f\n'
 
 # ------------------------------------------------------------------------------------------
+step "first job in a fresh container compiles no kernel (numba cache built into the image)"
+# kmseg segment in a new container, as the image's user and as another uid (compose runs as
+# KMSEG_UID): numba must load every kernel from the image's NUMBA_CACHE_DIR (`kmseg compile`
+# at build time), compile none and write no cache file.
+for user in 1000:1000 4321:4321; do
+    docker run --rm -i --network none --user "$user" -v "$DATA:/data:ro" "$IMAGE" python - <<'EOF' \
+        || die "the first job in a fresh container (user $user) compiled kernels or failed"
+import os
+import sys
+from pathlib import Path
+
+from numba.core import event
+
+cache = Path(os.environ["NUMBA_CACHE_DIR"])
+
+
+def cache_files():
+    return {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.suffix in (".nbi", ".nbc")}
+
+
+compiled = []
+
+
+class Listener(event.Listener):
+    def on_start(self, ev):
+        f = ev.data["dispatcher"].py_func
+        compiled.append(f"{f.__module__}.{f.__qualname__}")
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", Listener())
+before = cache_files()
+from pipeline.cli import main  # noqa: E402
+
+code = main(["segment", "/data/input.png", "-k", "4", "-o", "/tmp/first.zarr", "-q"])
+after = cache_files()
+written = [str(p) for p, stamp in after.items() if before.get(p) != stamp]
+print(f"    uid {os.getuid()}: kmseg segment exit {code}, {len(compiled)} kernel signatures "
+      f"compiled, {len(written)} of {len(after)} cache files in {cache} written")
+for name in compiled[:10]:
+    print(f"      compiled {name}")
+sys.exit(1 if code or compiled or written or not before else 0)
+EOF
+done
+
+# ------------------------------------------------------------------------------------------
 step "compose up: scheduler + 2 workers + job (kmseg run /data/job.yaml)"
 STACK_UP=1
 if ! timeout 300 docker compose -f "$REPO/docker/compose.yaml" up --exit-code-from job \

@@ -219,6 +219,64 @@ EOF
 find "$DATA" -maxdepth 1 -type f -printf '    %u:%g %6s %f\n'
 
 # ------------------------------------------------------------------------------------------
+step "first job in a fresh container compiles no kernel (numba cache built into the image)"
+# kmseg segment of a photo in a new container, as the image's user and as another uid (compose
+# runs as KMSEG_UID): numba must load every kernel from the image's NUMBA_CACHE_DIR (`kmseg
+# compile` at build time), compile none and write no cache file.
+for user in 1000:1000 4321:4321; do
+    docker run --rm -i --network none --user "$user" "$IMAGE" python - <<'EOF' \
+        || die "the first job in a fresh container (user $user) compiled kernels or failed"
+import contextlib
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from numba.core import event
+from PIL import Image
+
+cache = Path(os.environ["NUMBA_CACHE_DIR"])
+
+
+def cache_files():
+    return {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.suffix in (".nbi", ".nbc")}
+
+
+compiled = []
+
+
+class Listener(event.Listener):
+    def on_start(self, ev):
+        f = ev.data["dispatcher"].py_func
+        compiled.append(f"{f.__module__}.{f.__qualname__}")
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", Listener())
+y, x = np.mgrid[0:384, 0:512]
+photo = np.stack([x / 2, y / 1.5, np.where((x - 256) ** 2 + (y - 192) ** 2 < 9000, 220, 40)], -1)
+photo += np.random.default_rng(0).normal(0, 8, photo.shape)
+Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save("/tmp/photo.png")
+before = cache_files()
+from pipeline.cli import main  # noqa: E402
+
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(["segment", "/tmp/photo.png", "-k", "8", "-o", "/tmp/photo.zarr", "-q"])
+after = cache_files()
+written = [str(p) for p, stamp in after.items() if before.get(p) != stamp]
+print(f"    uid {os.getuid()}: kmseg segment exit {code} ({out.getvalue().strip()[:60]}...), "
+      f"{len(compiled)} kernel signatures compiled, {len(written)} of {len(after)} cache files "
+      f"in {cache} written")
+for name in compiled[:10]:
+    print(f"      compiled {name}")
+sys.exit(1 if code or compiled or written or not before else 0)
+EOF
+done
+
+# ------------------------------------------------------------------------------------------
 step "compose up: scheduler + 2 workers + job (kmseg run /data/job.yaml)"
 STACK_UP=1
 if ! timeout 300 docker compose -f "$REPO/docker/compose.yaml" up --exit-code-from job \

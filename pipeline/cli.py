@@ -1,8 +1,9 @@
 """Command-line interface: a thin layer over :mod:`pipeline.api`.
 
-``kmseg segment``, ``kmseg run``, ``kmseg info`` and ``kmseg demo``; ``main(argv)`` returns the
-exit status so tests call it directly. Results go to stdout; progress, warnings and errors go
-through :mod:`logging` to stderr (``-q`` quieter, ``-v`` more, with tracebacks).
+``kmseg segment``, ``kmseg run``, ``kmseg fit``, ``kmseg info``, ``kmseg report``, ``kmseg
+demo`` and ``kmseg compile``; ``main(argv)`` returns the exit status so tests call it directly.
+Results go to stdout; progress, warnings and errors go through :mod:`logging` to stderr (``-q``
+quieter, ``-v`` more, with tracebacks).
 
 This module imports only the standard library at start-up, the config (pydantic) when the
 parser is built, and the heavy modules (Dask, NumPy, Zarr) in the command that runs, so that
@@ -212,8 +213,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pipeline.precompile import KindResult, precompile
+
+    def signatures(n: int) -> str:
+        return f"{n} kernel signature{'' if n == 1 else 's'} compiled"
+
+    def progress(result: KindResult) -> None:
+        print(f"{result.seconds:6.2f} s  {result.kind.description}: "
+              f"{signatures(result.kernels)}", flush=True)
+
+    if not args.verbose:  # the tiny jobs' own progress messages are noise here
+        setup_logging(quiet=True)
+    summary = precompile(progress=None if args.quiet else progress)
+    if not args.quiet:
+        print(f"{summary.seconds:6.2f} s  in all: {signatures(summary.kernels)}, "
+              f"{summary.files_written} cache files written ({summary.cache_files} in "
+              f"{summary.cache_root})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``kmseg`` argument parser with its four commands."""
+    """The ``kmseg`` argument parser with its commands."""
     parser = _Parser(
         prog="kmseg",
         description="Segment images of any size with K-Means on Dask, writing OME-Zarr.",
@@ -286,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     common(p)
     p.set_defaults(func=cmd_demo)
+
+    # kmseg compile: fill numba's cache with kmseg's kernels (pipeline.precompile, issue 9).
+    p = sub_parser("compile", "compile kmseg's kernels into numba's cache now, so that the "
+                   "first job does not (after an install, in an image build)")
+    quiet(p)
+    common(p)
+    p.set_defaults(func=cmd_compile)
     return parser
 
 

@@ -192,6 +192,18 @@ def run_images(items: list[Input], args: argparse.Namespace) -> tuple[list[Row],
     return rows, stages
 
 
+def byte_compile_kmseg() -> None:
+    """Write the bytecode (``.pyc``) of kmseg's modules, as ``pip install`` does for a regular
+    install. An editable install leaves it to the first import, and with
+    ``PYTHONDONTWRITEBYTECODE`` set (as on some CI machines) every kmseg process would
+    compile kmseg's source again: about 0.08 s of each small job."""
+    import compileall
+
+    import pipeline
+
+    compileall.compile_dir(os.path.dirname(os.path.abspath(pipeline.__file__)), quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the report (and write it to ``--out``). Returns 0."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -201,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed_loop:
         return seed_loop_main(args.seed_loop, args.many_k)
     started = time.perf_counter()
+    byte_compile_kmseg()
     os.makedirs(args.data_dir, exist_ok=True)
     out_dir = os.path.join(args.data_dir, "out")
     os.makedirs(out_dir, exist_ok=True)

@@ -334,6 +334,18 @@ class _StderrHandler(logging.StreamHandler):
     def stream(self, value: Any) -> None:  # the base class sets it; always use sys.stderr
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # Once tqdm is loaded a progress bar may be on the line: tqdm.write clears it, prints
+        # the message on a line of its own and redraws the bar.
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is None:
+            super().emit(record)
+            return
+        try:
+            tqdm.tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging's own policy: report, never raise
+            self.handleError(record)
+
 
 class _Formatter(logging.Formatter):
     """``kmseg: message``, ``kmseg: warning: message``, ``kmseg: error: message``."""

@@ -389,6 +389,9 @@ def precompile(
         ``NUMBA_CACHE_DIR`` cannot be written, or numba finds no writable cache folder.
     """
     check_cache_dir()
+    from pipeline import compile_notice
+
+    compile_notice.silence()
     try:
         import pipeline.api  # noqa: F401  (imports at start-up are no part of any kind's time)
     except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"

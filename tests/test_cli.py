@@ -411,3 +411,24 @@ def test_messages_starting_with_kmseg_keep_the_prefix(level, text, line):
 
     record = logging.LogRecord("pipeline", getattr(logging, level), __file__, 1, text, (), None)
     assert _Formatter().format(record) == line
+
+
+def test_log_line_during_a_progress_bar_gets_its_own_line(monkeypatch):
+    """A message logged while a progress bar is drawn (the first run's compile notice, a
+    warning) is printed on a line of its own, not appended to the bar."""
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from pipeline.cli import setup_logging
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    setup_logging(0, quiet=False)
+    with tqdm(total=4, desc="kmseg: working", file=sys.stderr) as bar:
+        bar.update(1)
+        logging.getLogger("kmseg").info("a message")
+        bar.update(1)
+    [line] = [line for line in err.getvalue().split("\n") if "a message" in line]
+    assert line.split("\r")[-1] == "kmseg: a message"

@@ -53,7 +53,8 @@ def _listen(jobs: list[list[str]], env: dict[str, str]) -> dict:
     run = subprocess.run([sys.executable, "-c", LISTEN, json.dumps(jobs)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-1]) | {"stdout": run.stdout}
+    return json.loads(run.stdout.strip().splitlines()[-1]) | {"stdout": run.stdout,
+                                                               "stderr": run.stderr}
 
 
 def _photo(shape: tuple[int, int]) -> np.ndarray:
@@ -96,11 +97,13 @@ def test_compile_then_first_jobs_compile_nothing(tmp_path):
                      photometric="rgb")
     jobs = [["segment", str(path), "-k", "8", "-q", "-o", str(tmp_path / f"{path.stem}.zarr")]
             for path in (photo, rgb16)]
+    jobs[0].remove("-q")  # a job that compiles nothing says nothing of compiling
     # ... and a second `kmseg compile` compiles nothing either, and says nothing with -q.
     jobs.append(["compile", "-q"])
     child = _listen(jobs, env)
     assert child["codes"] == [0, 0, 0]
     assert child["compiled"] == []
+    assert "compiling" not in child["stderr"]
     results = child["stdout"].strip().splitlines()[:-1]  # compile -q added no line
     assert [line.split(" engine=")[1].split()[0] for line in results] == ["exact", "binned"]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dask.array as da
 
+from pipeline import compile_notice
 from pipeline.config import ENGINE_NAMES
 from pipeline.engines.base import Engine, FitParams, FitResult, TooFewValues
 from pipeline.engines.binned import BinnedEngine, binned_obstacle
@@ -24,6 +25,8 @@ from pipeline.engines.sample import SampleEngine
 from pipeline.engines.table import AUTO_MAX_DISTINCT
 from pipeline.errors import ConfigError
 from pipeline.features import FeatureSpec
+
+compile_notice.install()
 
 #: Engine classes by their ``name``; the names are :data:`pipeline.config.ENGINE_NAMES`.
 ENGINES: dict[str, type] = {

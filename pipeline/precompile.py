@@ -400,28 +400,64 @@ def precompile(
     # Files written from now on; the folders are known only once the kernels' modules are
     # imported, during the first job (the file system's clock, ns).
     since = _now_ns()
-    results = []
     started = time.perf_counter()
-    folder = Path(tempfile.mkdtemp(prefix="kmseg-compile-"))
-    try:
-        for kind in kinds:
-            t0 = time.perf_counter()
-            try:
-                with _count_compilations() as compiled:
-                    _segment(kind, folder)
-            except RuntimeError as exc:
-                if "cannot cache function" not in str(exc):
-                    raise
-                raise OutputError(f"cannot cache kmseg's compiled kernels: {exc}; point "
-                                  "NUMBA_CACHE_DIR at a writable folder") from None
-            result = KindResult(kind, time.perf_counter() - t0, len(compiled))
-            results.append(result)
-            if progress is not None:
-                progress(result)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with _exit_on_terminate():
+        folder = Path(tempfile.mkdtemp(prefix="kmseg-compile-"))
+        try:
+            results = _run_kinds(kinds, folder, progress)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     seconds = time.perf_counter() - started
     folders = cache_folders(kmseg_kernels())
     after = _cache_files(folders)
     written = sum(1 for stamp in after.values() if stamp >= since)
     return Summary(results, seconds, folders, len(after), written)
+
+
+def _run_kinds(
+    kinds: tuple[Kind, ...], folder: Path, progress: Callable[[KindResult], None] | None
+) -> list[KindResult]:
+    """Segment each of ``kinds`` in ``folder``, counting the kernel signatures compiled."""
+    results = []
+    for kind in kinds:
+        t0 = time.perf_counter()
+        try:
+            with _count_compilations() as compiled:
+                _segment(kind, folder)
+        except RuntimeError as exc:
+            if "cannot cache function" not in str(exc):
+                raise
+            raise OutputError(f"cannot cache kmseg's compiled kernels: {exc}; point "
+                              "NUMBA_CACHE_DIR at a writable folder") from None
+        result = KindResult(kind, time.perf_counter() - t0, len(compiled))
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return results
+
+
+@contextmanager
+def _exit_on_terminate() -> Iterator[None]:
+    """Inside the block, SIGTERM raises ``SystemExit(143)`` (128 + the signal's number).
+
+    Python's default for SIGTERM ends the process at once, so ``finally`` clauses (here the
+    removal of the temporary folder) would not run. Changed only in the main thread (where
+    Python runs signal handlers) and only where SIGTERM has its default action (a program's
+    own handler is left alone).
+    """
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

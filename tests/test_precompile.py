@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +137,27 @@ def test_compile_unwritable_cache_dir_is_one_line(tmp_path, make):
     assert err[0].startswith(f"kmseg: error: NUMBA_CACHE_DIR={cache}: the numba cache folder "
                              "cannot be created or written (")
     assert not list(tmp_path.rglob("*.nbi"))  # nothing compiled anywhere under it
+
+
+def test_compile_terminated_removes_its_temporary_folder(tmp_path):
+    # SIGTERM (docker stop, kill, a CI time-out) in the middle of the tiny jobs: Python's
+    # default would end the process there and leave the temporary folder behind.
+    env = _env(tmp_path, tmp_path / "numba-cache")
+    temp = tmp_path / "tmp"
+    child = subprocess.Popen([sys.executable, "-m", "pipeline", "compile"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        # The first tiny job's input is written: the jobs are running (and compiling).
+        while not any(temp.glob("kmseg-compile-*/*")) and child.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert child.poll() is None, child.communicate()
+        child.send_signal(signal.SIGTERM)
+        _out, err = child.communicate(timeout=300)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert not any(temp.iterdir())  # the tiny jobs' folder is gone

@@ -3,7 +3,7 @@
 #
 #   scheduler [dask-scheduler options...]        dask scheduler on $KMSEG_BIND_HOST:$KMSEG_SCHEDULER_PORT
 #   worker [ADDRESS] [dask-worker options...]    dask worker; ADDRESS defaults to the scheduler above
-#   kmseg ARGS... | segment|run|info|demo|compile ARGS   the kmseg CLI
+#   kmseg ARGS... | segment|fit|run|info|report|demo|compile ARGS   the kmseg CLI
 #   dask ARGS...                                 the dask CLI as is
 #   anything else                                executed as given (python, sh, ...)
 #
@@ -56,7 +56,7 @@ case "$role" in
         shift
         exec kmseg "$@"
         ;;
-    segment | run | info | demo | compile)
+    segment | fit | run | info | report | demo | compile)
         exec kmseg "$@"
         ;;
     -*)

@@ -138,6 +138,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     elif overrides.get("inputs") == []:
         del overrides["inputs"]
     config = build_config(overrides)
+    _quiet_from_config(args, config)
     from pipeline.api import run  # after the config is checked: errors come quickly
 
     results = run(config)
@@ -149,11 +150,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import build_config, load_yaml
 
     config = build_config(load_yaml(args.config), _overrides(args))
+    _quiet_from_config(args, config)
     from pipeline.api import run
 
     results = run(config)
     _print_results(results)
     return _status(results)
+
+
+def _quiet_from_config(args: argparse.Namespace, config: Any) -> None:
+    """``quiet`` from any layer (a job file, ``KMSEG_QUIET``, ``--set``), not only ``-q``,
+    leaves only warnings and errors on stderr (``-v`` still wins)."""
+    if config.quiet and not args.verbose:
+        setup_logging(quiet=True)
 
 
 def _status(results: Any) -> int:
@@ -175,6 +184,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     overrides["inputs"] = args.inputs
     config = build_config(overrides)
+    _quiet_from_config(args, config)
     from pipeline.api import fit_config
 
     model = fit_config(config)

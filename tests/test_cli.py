@@ -432,3 +432,26 @@ def test_log_line_during_a_progress_bar_gets_its_own_line(monkeypatch):
         bar.update(1)
     [line] = [line for line in err.getvalue().split("\n") if "a message" in line]
     assert line.split("\r")[-1] == "kmseg: a message"
+
+
+@pytest.mark.parametrize("where", ["job file", "environment", "--set"])
+def test_quiet_from_any_layer_silences_progress_messages(where, tiny_image, tmp_path, capsys,
+                                                         monkeypatch):
+    """``quiet`` ("no progress bar or progress messages") from a job file, KMSEG_QUIET or
+    ``--set`` silences the messages as ``-q`` does (the first run's compile notice too: same
+    logger, same level)."""
+    out = tmp_path / "job.zarr"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"inputs: [{tiny_image}]\noutput: {out}\nk: 4\n"
+                   + ("quiet: true\n" if where == "job file" else ""))
+    args = ["run", str(job)]
+    if where == "environment":
+        monkeypatch.setenv("KMSEG_QUIET", "true")
+        args = ["segment", tiny_image, "-k", "4", "-o", str(out)]
+    elif where == "--set":
+        args = ["fit", tiny_image, "-k", "4", "-o", str(tmp_path / "model.json"),
+                "--set", "quiet=true"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert re.match(r".*: k=4 engine=exact mse=", captured.out)

@@ -235,11 +235,12 @@ class Summary:
 
     @property
     def cache_root(self) -> Path:
-        """``NUMBA_CACHE_DIR`` if set, else the folder common to :attr:`cache_folders`."""
+        """``NUMBA_CACHE_DIR`` if set (absolute: numba resolves a relative one against the
+        current folder of each job), else the folder common to :attr:`cache_folders`."""
         import numba
 
         if numba.config.CACHE_DIR:
-            return Path(numba.config.CACHE_DIR)
+            return Path(numba.config.CACHE_DIR).absolute()
         if not self.cache_folders:
             return Path()
         return Path(os.path.commonpath([str(p) for p in self.cache_folders]))

@@ -161,3 +161,15 @@ def test_compile_terminated_removes_its_temporary_folder(tmp_path):
     assert child.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
     assert not any(temp.iterdir())  # the tiny jobs' folder is gone
+
+
+def test_summary_names_a_relative_cache_dir_as_absolute(tmp_path, monkeypatch):
+    # NUMBA_CACHE_DIR=cache is relative to the current folder of each job: the summary line
+    # says which folder this run filled.
+    import numba
+
+    from pipeline.precompile import Summary
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "cache")
+    assert Summary([], 0.0, [], 0, 0).cache_root == tmp_path / "cache"

@@ -174,6 +174,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("rgb8-auto-k", "8-bit RGB photo, k auto", "rgb8.png", _write_rgb8, {"k": "auto"}),
     Kind("rgba8", "8-bit RGBA photo, alpha 0 = no data", "rgba8.png", _write_rgba8),
     Kind("grey8", "8-bit grey", "grey8.png", _write_grey8),
+    # One feature with k auto: the optimal cost of every k in one dynamic programming run
+    # (pipeline.engines.krange), for grey images and volumes of any dtype.
+    Kind("grey8-auto-k", "8-bit grey, k auto", "grey8.png", _write_grey8, {"k": "auto"}),
     Kind("grey-alpha8", "8-bit grey with alpha", "grey-alpha8.png", _write_grey_alpha8),
     Kind("grey16", "16-bit grey (exact engine)", "grey16.tif", _write_grey16),
     Kind("grey16-valid-range", "16-bit grey, valid range (no data)", "grey16.tif",

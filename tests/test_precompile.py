@@ -97,17 +97,22 @@ def test_compile_then_first_jobs_compile_nothing(tmp_path):
     tifffile.imwrite(rgb16, _photo((300, 400)).astype(np.uint16) * 257
                      + np.random.default_rng(8).integers(0, 257, (300, 400, 3), dtype=np.uint16),
                      photometric="rgb")
+    # ... and a float grey image with k auto (the binned engine and the 1-D k curve).
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, np.random.default_rng(9).normal(size=(200, 150)).astype(np.float32))
     jobs = [["segment", str(path), "-k", "8", "-q", "-o", str(tmp_path / f"{path.stem}.zarr")]
-            for path in (photo, rgb16)]
+            for path in (photo, rgb16, grey)]
+    jobs[-1][jobs[-1].index("8")] = "auto"
     jobs[0].remove("-q")  # a job that compiles nothing says nothing of compiling
     # ... and a second `kmseg compile` compiles nothing either, and says nothing with -q.
     jobs.append(["compile", "-q"])
     child = _listen(jobs, env)
-    assert child["codes"] == [0, 0, 0]
+    assert child["codes"] == [0, 0, 0, 0]
     assert child["compiled"] == []
     assert "compiling" not in child["stderr"]
     results = child["stdout"].strip().splitlines()[:-1]  # compile -q added no line
-    assert [line.split(" engine=")[1].split()[0] for line in results] == ["exact", "binned"]
+    assert [line.split(" engine=")[1].split()[0] for line in results] == ["exact", "binned",
+                                                                           "binned"]
 
 
 def _unwritable(tmp_path: Path) -> Path:

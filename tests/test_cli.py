@@ -455,3 +455,20 @@ def test_quiet_from_any_layer_silences_progress_messages(where, tiny_image, tmp_
     captured = capsys.readouterr()
     assert captured.err == ""
     assert re.match(r".*: k=4 engine=exact mse=", captured.out)
+
+
+def test_no_writable_numba_cache_is_one_line_exit_2(tiny_image, tmp_path, capsys, monkeypatch):
+    """A read-only install without a writable home: numba finds no folder for kmseg's kernels
+    (``cache=True``) and raises when a kernel's module is imported; the job says what to set."""
+    import pipeline.api
+
+    def no_locator(config):
+        raise RuntimeError("cannot cache function '_slot': no locator available for file "
+                           "'/usr/lib/kmseg/pipeline/engines/bins.py'")
+
+    monkeypatch.setattr(pipeline.api, "run", no_locator)
+    assert main(["segment", tiny_image, "-k", "2", "-o", str(tmp_path / "o.zarr")]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("kmseg: error: cannot cache kmseg's compiled kernels: cannot cache "
+                           "function '_slot': no locator available for file ")
+    assert line.endswith("; point NUMBA_CACHE_DIR at a writable folder")

@@ -34,10 +34,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from pipeline import lean_imports
 from pipeline.errors import ConfigError, InputError, KmsegError, OutputError
-
-lean_imports.install()
 
 if TYPE_CHECKING:
     from pipeline.api import fit, plan, run, segment

@@ -145,8 +145,11 @@ class Pool:
         jobs = tuple(w.job for w in window)
         plan = dataclasses.replace(self.plan, jobs=jobs)
         items = [(w.job, w.source, w.error, w.stop is not None) for w in window]
-        self.pending.append((window, self.executor.submit(segment_window, plan, items,
-                                                          self.model, warnings)))
+        try:
+            future = self.executor.submit(segment_window, plan, items, self.model, warnings)
+        except BrokenProcessPool:  # a worker died since the last window ended
+            raise self._broken(self.pending[0][0] if self.pending else window) from None
+        self.pending.append((window, future))
 
     def full(self) -> bool:
         return len(self.pending) >= self.limit
@@ -164,14 +167,18 @@ class Pool:
         try:
             outcome = future.result()
         except BrokenProcessPool:
-            names = f"{window[0].job.path}" + (f" ... {window[-1].job.path}" if len(window) > 1
-                                                else "")
-            raise KmsegError(
-                f"{self.plan.config.output}: a worker process ended abruptly (killed, or out of "
-                f"memory?) while segmenting {names}; rerun the same command to resume"
-            ) from None
+            raise self._broken(window) from None
         self.pending.popleft()
         return window, outcome
+
+    def _broken(self, window: list[Any]) -> KmsegError:
+        """The one-line error for a pool whose worker ended abruptly."""
+        names = f"{window[0].job.path}" + (f" ... {window[-1].job.path}" if len(window) > 1
+                                            else "")
+        return KmsegError(
+            f"{self.plan.config.output}: a worker process ended abruptly (killed, or out of "
+            f"memory?) while segmenting {names}; rerun the same command to resume"
+        )
 
     def close(self) -> list[list[Any]]:
         """Stop: windows not started are dropped, running ones end; returns the windows that

@@ -394,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # this process is the kmseg command: nothing else will jit code here
         from pipeline import lean_imports
 
-        lean_imports.install(command=True)
+        lean_imports.install()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv == ["--version"]:  # before building the parser: the quickest answer
         print(f"kmseg {pipeline.__version__}")

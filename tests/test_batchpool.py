@@ -124,3 +124,38 @@ def test_no_more_processes_than_windows_for_them(tmp_path):
     assert processes(3, batch_processes=4, batch_inputs=1) == 2  # resuming: 3 left
     assert processes(12, batch_processes=1, batch_inputs=1) == 0
     assert processes(POOL_MIN_INPUTS, n_workers=2) == 2
+
+
+def test_window_submitted_after_a_worker_died_is_the_one_line_error():
+    """A worker that dies between two windows breaks the pool before the next submit: that
+    submit raises the same one-line error as a window in flight would (not the pool's own
+    BrokenProcessPool, which the CLI would print as an unexpected failure, exit 1)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import pytest
+
+    from pipeline.batchpool import Pool
+    from pipeline.errors import KmsegError
+
+    @dataclasses.dataclass(frozen=True)
+    class Plan:
+        config: object
+        jobs: tuple = ()
+
+    plan = Plan(SimpleNamespace(output="out.zarr"))
+    window = [SimpleNamespace(job=SimpleNamespace(path="a.png"), source=None, error=None,
+                              stop=None)]
+    pool = Pool(1, plan, model=None)
+    try:
+        [worker] = list(pool.executor._processes.values())
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(timeout=30)
+        deadline = time.monotonic() + 30
+        with pytest.raises(KmsegError, match=r"^out\.zarr: a worker process ended abruptly"):
+            while time.monotonic() < deadline:  # the pool learns of the death asynchronously
+                pool.submit(window, [])
+                pool.pending.clear()
+                time.sleep(0.05)
+    finally:
+        pool.executor.shutdown(wait=True, cancel_futures=True)

@@ -107,12 +107,12 @@ def run_kmseg(item: Input, k: int, out_dir: str) -> Outcome:
 def child_main(spec_json: str) -> int:
     """The subprocess side of :func:`run_kmseg`: segment, then print one JSON line.
 
-    The process is set up as the ``kmseg`` command sets up its own (``lean_imports`` with
-    ``command=True``): it stands for that command and jits nothing else."""
+    The process is set up as the ``kmseg`` command sets up its own (``lean_imports``): it
+    stands for that command."""
     import pipeline
     from pipeline import lean_imports
 
-    lean_imports.install(command=True)
+    lean_imports.install()
 
     spec = json.loads(spec_json)
     t0 = time.perf_counter()

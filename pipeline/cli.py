@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -388,9 +389,27 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
             logger.addHandler(_HANDLER)
 
 
+#: Exit status when the reader of kmseg's output goes away (``kmseg ... | head``): 128 + SIGPIPE,
+#: as a shell reports for Unix tools stopped by the signal.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage,
-    3 some inputs of a batch failed with ``on_error: continue``)."""
+    3 some inputs of a batch failed with ``on_error: continue``, 141 the reader of the standard
+    output went away)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Quietly, as Unix tools stop: nothing more can be read. Standard output now points at
+        # /dev/null so that the interpreter's flush at exit does not fail again (the recipe of
+        # Python's signal module documentation, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     if argv is None:  # this process is the kmseg command: nothing else will jit code here
         from pipeline import lean_imports
 
@@ -416,6 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             log.error("kmseg: interrupted")  # as a shell user expects: no "error:" prefix
             return 130
+        except BrokenPipeError:
+            raise  # main() stops quietly
         except Exception as exc:  # a failure inside a task: still one line without -v
             if isinstance(exc, RuntimeError) and "cannot cache function" in str(exc):
                 # numba found no writable folder for kmseg's compiled kernels (a read-only

@@ -473,3 +473,23 @@ def test_no_writable_numba_cache_is_one_line_exit_2(tiny_image, tmp_path, capsys
     assert line.startswith("kmseg: error: cannot cache kmseg's compiled kernels: cannot cache "
                            "function '_slot': no locator available for file ")
     assert line.endswith("; point NUMBA_CACHE_DIR at a writable folder")
+
+
+@pytest.mark.parametrize("args", [["--version"], ["info", "{store}"]], ids=["version", "info"])
+def test_reader_gone_stops_quietly(args, tiny_image, tmp_path):
+    """`kmseg ... | head` whose reader has gone: no traceback, no error line, exit 141 (128 +
+    SIGPIPE), as Unix tools stop. (argparse's --help already ignores a closed output.)"""
+    store = tmp_path / "out.zarr"
+    if "{store}" in args:
+        assert main(["segment", str(tiny_image), "-k", "2", "-o", str(store), "-q"]) == 0
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before kmseg writes
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", *[a.format(store=store) for a in args]],
+            stdout=write, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""

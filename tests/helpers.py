@@ -1,4 +1,4 @@
-"""Helpers for reading kmseg outputs back in tests."""
+"""Helpers shared by tests: reading kmseg outputs back, listening to numba compilations."""
 
 from __future__ import annotations
 
@@ -22,3 +22,20 @@ def mse_of(features: np.ndarray, centres: np.ndarray) -> float:
     """Mean squared distance of each row to its nearest centre."""
     d = ((features[:, None, :] - centres[None]) ** 2).sum(-1)
     return float(d.min(1).mean())
+
+
+#: Python source for a child process: records in ``compiled`` every function numba compiles
+#: from then on (kmseg's kernels and the library functions compiled inside them), through
+#: numba's Event API. Append the code that runs kmseg and prints ``compiled``.
+NUMBA_COMPILE_LISTENER = """
+import json, sys
+from numba.core import event
+compiled = []
+class Listener(event.Listener):
+    def on_start(self, ev):
+        f = ev.data["dispatcher"].py_func
+        compiled.append(f"{f.__module__}.{f.__qualname__}")
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Listener())
+"""

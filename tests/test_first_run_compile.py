@@ -14,21 +14,13 @@ import numpy as np
 import pytest
 import tifffile
 
+from tests.helpers import NUMBA_COMPILE_LISTENER
+
 ROOT = Path(__file__).parents[1]
 
 # Runs kmseg in a fresh process with an empty numba cache and prints, as JSON, every function
 # numba compiled (kmseg's kernels and the library functions compiled inside them).
-SCRIPT = """
-import json, sys
-from numba.core import event
-compiled = []
-class Listener(event.Listener):
-    def on_start(self, ev):
-        f = ev.data["dispatcher"].py_func
-        compiled.append(f"{f.__module__}.{f.__qualname__}")
-    def on_end(self, ev):
-        pass
-event.register("numba:compile", Listener())
+SCRIPT = NUMBA_COMPILE_LISTENER + """
 from pipeline.cli import main
 for args in json.loads(sys.argv[1]):
     if main(args) != 0:

@@ -18,22 +18,13 @@ import tifffile
 from PIL import Image
 
 from pipeline.precompile import KINDS
+from tests.helpers import NUMBA_COMPILE_LISTENER
 
 ROOT = Path(__file__).parents[1]
 
 # Runs the kmseg CLI in a fresh process and prints, as JSON, the exit status of each command
 # and every function numba compiled (kmseg's kernels and anything compiled inside them).
-LISTEN = """
-import json, sys
-from numba.core import event
-compiled = []
-class Listener(event.Listener):
-    def on_start(self, ev):
-        f = ev.data["dispatcher"].py_func
-        compiled.append(f"{f.__module__}.{f.__qualname__}")
-    def on_end(self, ev):
-        pass
-event.register("numba:compile", Listener())
+LISTEN = NUMBA_COMPILE_LISTENER + """
 from pipeline.cli import main
 codes = [main(args) for args in json.loads(sys.argv[1])]
 print(json.dumps({"codes": codes, "compiled": compiled}))

@@ -438,12 +438,15 @@ def _main(argv: Sequence[str] | None) -> int:
         except BrokenPipeError:
             raise  # main() stops quietly
         except Exception as exc:  # a failure inside a task: still one line without -v
-            if isinstance(exc, RuntimeError) and "cannot cache function" in str(exc):
+            if isinstance(exc, RuntimeError):
+                from pipeline.precompile import cache_error
+
                 # numba found no writable folder for kmseg's compiled kernels (a read-only
                 # install, no writable home): the user's setup, like any output error.
-                log.error("cannot cache kmseg's compiled kernels: %s; point NUMBA_CACHE_DIR at "
-                          "a writable folder", exc, exc_info=verbose > 0)
-                return 2
+                error = cache_error(exc)
+                if error is not None:
+                    log.error("%s", error, exc_info=verbose > 0)
+                    return 2
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             log.error(
                 "%s: %s (run with -v for details)", type(exc).__name__, message,

@@ -249,6 +249,16 @@ class Summary:
         return Path(os.path.commonpath([str(p) for p in self.cache_folders]))
 
 
+def cache_error(exc: BaseException) -> OutputError | None:
+    """The one-line error for numba's "cannot cache function ...: no locator available" (no
+    writable folder for kmseg's compiled kernels: a read-only install without a writable home),
+    or None for any other exception."""
+    if not (isinstance(exc, RuntimeError) and "cannot cache function" in str(exc)):
+        return None
+    return OutputError(f"cannot cache kmseg's compiled kernels: {exc}; point NUMBA_CACHE_DIR "
+                       "at a writable folder")
+
+
 def check_cache_dir() -> None:
     """Check that ``NUMBA_CACHE_DIR``, where set, can be created and written.
 
@@ -398,9 +408,11 @@ def precompile(
     compile_notice.silence()
     try:
         import pipeline.api  # noqa: F401  (imports at start-up are no part of any kind's time)
-    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
-        raise OutputError(f"cannot cache kmseg's compiled kernels: {exc}; point "
-                          "NUMBA_CACHE_DIR at a writable folder") from None
+    except RuntimeError as exc:
+        error = cache_error(exc)
+        if error is None:
+            raise
+        raise error from None
     # Files written from now on; the folders are known only once the kernels' modules are
     # imported, during the first job (the file system's clock, ns).
     since = _now_ns()
@@ -429,10 +441,10 @@ def _run_kinds(
             with _count_compilations() as compiled:
                 _segment(kind, folder)
         except RuntimeError as exc:
-            if "cannot cache function" not in str(exc):
+            error = cache_error(exc)
+            if error is None:
                 raise
-            raise OutputError(f"cannot cache kmseg's compiled kernels: {exc}; point "
-                              "NUMBA_CACHE_DIR at a writable folder") from None
+            raise error from None
         result = KindResult(kind, time.perf_counter() - t0, len(compiled))
         results.append(result)
         if progress is not None:

@@ -148,7 +148,7 @@ class Pool:
         try:
             future = self.executor.submit(segment_window, plan, items, self.model, warnings)
         except BrokenProcessPool:  # a worker died since the last window ended
-            raise self._broken(self.pending[0][0] if self.pending else window) from None
+            raise self._broken() from None
         self.pending.append((window, future))
 
     def full(self) -> bool:
@@ -167,17 +167,19 @@ class Pool:
         try:
             outcome = future.result()
         except BrokenProcessPool:
-            raise self._broken(window) from None
+            raise self._broken() from None
         self.pending.popleft()
         return window, outcome
 
-    def _broken(self, window: list[Any]) -> KmsegError:
-        """The one-line error for a pool whose worker ended abruptly."""
-        names = f"{window[0].job.path}" + (f" ... {window[-1].job.path}" if len(window) > 1
-                                            else "")
+    def _broken(self) -> KmsegError:
+        """The one-line error for a pool whose worker ended abruptly. The pool does not say
+        which worker died, so the message names the inputs of every window in flight."""
+        jobs = [w.job for window, _ in self.pending for w in window]
+        names = "" if not jobs else f" while segmenting {jobs[0].path}" + (
+            f" ... {jobs[-1].path} ({len(jobs)} inputs in flight)" if len(jobs) > 1 else "")
         return KmsegError(
             f"{self.plan.config.output}: a worker process ended abruptly (killed, or out of "
-            f"memory?) while segmenting {names}; rerun the same command to resume"
+            f"memory?){names}; rerun the same command to resume"
         )
 
     def close(self) -> list[list[Any]]:

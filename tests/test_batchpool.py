@@ -159,3 +159,28 @@ def test_window_submitted_after_a_worker_died_is_the_one_line_error():
                 time.sleep(0.05)
     finally:
         pool.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def test_worker_death_message_names_every_input_in_flight():
+    """The pool does not say which worker died: the line names the inputs of all windows in
+    flight (first ... last, and how many), not only the oldest window's."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from pipeline.batchpool import Pool
+
+    def window(*paths):
+        return [SimpleNamespace(job=SimpleNamespace(path=p)) for p in paths]
+
+    pool = Pool.__new__(Pool)  # no processes: only the message is under test
+    pool.plan = SimpleNamespace(config=SimpleNamespace(output="out.zarr"))
+    pool.pending = deque([(window("a.png", "b.png"), None), (window("c.png", "d.png"), None)])
+    assert str(pool._broken()) == (
+        "out.zarr: a worker process ended abruptly (killed, or out of memory?) while segmenting "
+        "a.png ... d.png (4 inputs in flight); rerun the same command to resume")
+    pool.pending = deque([(window("a.png"), None)])
+    assert "while segmenting a.png;" in str(pool._broken())
+    pool.pending = deque()
+    assert str(pool._broken()) == (
+        "out.zarr: a worker process ended abruptly (killed, or out of memory?); rerun the same "
+        "command to resume")

@@ -389,6 +389,8 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
             logger.addHandler(_HANDLER)
 
 
+#: Exit status after Ctrl-C (SIGINT): 128 + SIGINT, as shells report.
+EXIT_INTERRUPTED = 130
 #: Exit status when the reader of kmseg's output goes away (``kmseg ... | head``): 128 + SIGPIPE,
 #: as a shell reports for Unix tools stopped by the signal.
 EXIT_BROKEN_PIPE = 141
@@ -399,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     3 some inputs of a batch failed with ``on_error: continue``, 141 the reader of the standard
     output went away)."""
     try:
-        return _main(argv)
+        status = _main(argv)
     except BrokenPipeError:
         # Quietly, as Unix tools stop: nothing more can be read. Standard output now points at
         # /dev/null so that the interpreter's flush at exit does not fail again (the recipe of
@@ -407,6 +409,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    if status == EXIT_INTERRUPTED and argv is None:
+        # The command's process, interrupted and cleaned up: end now with the status. Left to
+        # the interpreter, it would first wait for threads still in a task (a kernel being
+        # compiled), and CPython ends killed by SIGINT instead whenever the interrupt passed
+        # through code run by exec() of a string (numba, dataclasses), even though kmseg
+        # caught it: the same 130 for a shell, but not one status.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+    return status
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -434,7 +446,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return 2
         except KeyboardInterrupt:
             log.error("kmseg: interrupted")  # as a shell user expects: no "error:" prefix
-            return 130
+            return EXIT_INTERRUPTED
         except BrokenPipeError:
             raise  # main() stops quietly
         except Exception as exc:  # a failure inside a task: still one line without -v

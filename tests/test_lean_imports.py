@@ -49,3 +49,15 @@ def test_numba_blas_after_importing_kmseg():
         "print(dot(np.arange(4.0).reshape(2, 2), np.eye(2) * 2).tolist())\n"
     )
     assert out.strip() == "[[0.0, 2.0], [4.0, 6.0]]"
+
+
+def test_numba_extensions_after_importing_kmseg():
+    """numba loads the installed extensions (sparse registers one) in a program that imports
+    kmseg; only the kmseg command's process skips them."""
+    pytest.importorskip("sparse")
+    out = _program(
+        "import pipeline.cli, sys\n"
+        "import numba\n"
+        "print(numba.njit(lambda x: x + 1)(1), 'sparse' in sys.modules)\n"
+    )
+    assert out.split() == ["2", "True"]

@@ -28,12 +28,14 @@ recorded with the result's proven distance from optimal.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+import dask
 import dask.array as da
 import numpy as np
 
 from pipeline.engines.base import FitParams, FitResult, TooFewValues
-from pipeline.engines.bins import BinTable, grid_for, summarise_bins
+from pipeline.engines.bins import BinGrid, BinTable, finer_grid, grid_for, summarise_bins
 from pipeline.engines.dp1d import MAX_CELLS, optimal_kmeans_1d
 from pipeline.engines.lloyd import assign, weighted_lloyd
 from pipeline.engines.pixelpass import FastNearestLabeller, count_distinct, lloyd_pass
@@ -61,6 +63,14 @@ LEVEL_GROWTH = 4
 #: fraction of the objective (or after ``MAX_PASSES``).
 REFINE_RTOL = 1e-5
 MAX_PASSES = 10
+
+#: A first pixel pass guaranteeing a gain above this fraction of the objective predicts three or
+#: more passes until :data:`REFINE_RTOL` (each gains about half the one before), where a finer
+#: binning costs one summary pass and usually one pixel pass: it is made then, when proven small
+#: enough.
+REGRID_GAIN = 5e-5
+#: Most bins of that finer binning (a bound proven from the coarse table before it is made).
+REGRID_ROWS = FIT_ROWS
 
 #: Most value features the engine bins (beyond, grids are too coarse to help).
 MAX_FEATURES = 16
@@ -129,31 +139,125 @@ def fit_levels(levels: list[Level], k: int, params: FitParams) -> tuple[np.ndarr
     return best.centres, record
 
 
+@dataclass
+class Refined:
+    """Outcome of :func:`refine`.
+
+    Attributes
+    ----------
+    centres : ndarray, shape (k, d)
+        The last centres measured (float64, feature units).
+    stats : ndarray, shape (2, k + 1)
+        Their pixel counts and sums of squared distances per label (column 0: pixels without
+        data, count only).
+    passes : list of dict
+        Each pass's objective (mse) and the gain per pixel its next Lloyd step guarantees.
+    means : ndarray, shape (k, d)
+        The cluster means of the last pass: the next Lloyd step's centres.
+    converged : bool
+        Whether the last pass's guaranteed gain was below :data:`REFINE_RTOL` of the objective.
+    """
+
+    centres: np.ndarray
+    stats: np.ndarray
+    passes: list[dict]
+    means: np.ndarray
+    converged: bool
+
+    @property
+    def objective(self) -> float:
+        """Mean squared distance of the pixels to :attr:`centres`."""
+        return self.passes[-1]["objective"]
+
+
 def refine(
-    image: da.Array, spec: FeatureSpec, centres: np.ndarray, n_pixels: int
-) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    image: da.Array, spec: FeatureSpec, centres: np.ndarray, n_pixels: int,
+    max_passes: int = MAX_PASSES,
+) -> Refined:
     """Exact passes over the pixels from ``centres``: each measures the objective of its centres
     and the gain the next Lloyd step is guaranteed to bring (``sum_j n_j ||mean_j - c_j||^2``);
-    passes stop when that gain is below :data:`REFINE_RTOL` of the objective.
-
-    Returns the last centres measured, their ``(2, k + 1)`` statistics (counts and sums of
-    squared distances per label; column 0: pixels without data) and a record of the passes.
+    passes stop when that gain is below :data:`REFINE_RTOL` of the objective, or after
+    ``max_passes``.
     """
     spatial = int(np.prod(image.shape[: len(spec.spatial_shape)]))
     record = []
-    for i in range(MAX_PASSES):
+    for i in range(max_passes):
         result = lloyd_pass(image, spec, centres)
         cost = float(result.sse.sum())
         gain = float(result.counts @ ((result.means - centres) ** 2).sum(axis=1))
         record.append({"objective": cost / n_pixels, "next_step_gain": gain / n_pixels})
-        if gain <= REFINE_RTOL * cost or i == MAX_PASSES - 1:
+        converged = gain <= REFINE_RTOL * cost
+        if converged or i == max_passes - 1:
             break
         centres = result.means
     stats = np.zeros((2, len(centres) + 1))
     stats[0, 0] = spatial - int(result.counts.sum())
     stats[0, 1:] = result.counts
     stats[1, 1:] = result.sse
-    return np.asarray(centres, dtype=np.float64), stats, record
+    return Refined(np.asarray(centres, dtype=np.float64), stats, record,
+                   np.asarray(result.means, dtype=np.float64), converged)
+
+
+def fit_finer(
+    image: da.Array, spec: FeatureSpec, grid: BinGrid, start: np.ndarray, origin: np.ndarray,
+    params: FitParams,
+) -> tuple[np.ndarray, dict]:
+    """Bin every pixel on ``grid`` (one summary pass) and run weighted Lloyd on its bins from
+    ``start``.
+
+    Returns
+    -------
+    centres : ndarray, shape (k, d)
+        Float64, feature units.
+    info : dict
+        The grid, its bins, within-bin sum of squares per pixel and the binned objective.
+    """
+    t0 = time.perf_counter()
+    (table,) = dask.compute(summarise_bins(image, spec, grid))
+    n_pixels = table.n_pixels
+    X = table.means(grid) - origin
+    w = table.counts.astype(np.float64)
+    result = weighted_lloyd(X, w, np.asarray(start) - origin, max_iter=params.max_iter,
+                            rtol=RTOL)
+    ssw = float(table.within_ss(grid).sum())
+    return result.centres + origin, {
+        "grid_bits_per_feature": grid.bits,
+        "n_bins": len(table),
+        "within_bin_mse": ssw / n_pixels,
+        "binned_objective": (float(result.cost) + ssw) / n_pixels,
+        "iterations": result.n_iter,
+        "summary_task_s": round(table.seconds, 3),
+        "s": round(time.perf_counter() - t0, 3),
+    }
+
+
+def refine_or_regrid(
+    image: da.Array, spec: FeatureSpec, summary: BinTable, grid: BinGrid, centres: np.ndarray,
+    origin: np.ndarray, params: FitParams,
+) -> tuple[Refined, dict | None]:
+    """:func:`refine` ``centres``; when the first pass predicts many more, fit on a finer grid
+    first (:func:`fit_finer`, see the module docstring). Returns the refinement whose centres
+    have the lower objective, and the finer fit's record (``None`` when none ran)."""
+    n_pixels = summary.n_pixels
+    first = refine(image, spec, centres, n_pixels, max_passes=1)
+    if first.converged:
+        return first, None
+    finer = None
+    if first.passes[0]["next_step_gain"] > REGRID_GAIN * first.objective:
+        finer = finer_grid(grid, summary.counts, REGRID_ROWS)
+    if finer is None:
+        rest = refine(image, spec, first.means, n_pixels, MAX_PASSES - 1)
+        rest.passes[:0] = first.passes
+        return rest, None
+    start, record = fit_finer(image, spec, finer, first.means, origin, params)
+    rest = refine(image, spec, start, n_pixels, MAX_PASSES - 1)
+    rest.passes[:0] = first.passes
+    if rest.objective > first.objective:
+        # The finer fit did not help: return the first centres, with every pass in the record.
+        first.passes = rest.passes
+        record["kept_first_centres"] = True
+        return first, record
+    return rest, record
 
 
 class BinnedEngine:
@@ -222,7 +326,20 @@ class BinnedEngine:
                         n_restarts=max(1, RESTARTS_PER_INIT * params.n_init))
             n_iter = record[-1]["iterations"]
         fit_s = time.perf_counter() - start
-        centres, stats, passes = refine(image, spec, centres, n_pixels)
+        if d == 1:
+            refined, finer = refine(image, spec, centres, n_pixels), None
+        else:
+            refined, finer = refine_or_regrid(image, spec, summary, grid, centres, origin, params)
+        if finer is not None:
+            info["coarse_fit"] = {
+                key: info[key]
+                for key in ("fit_bins", "fit_bits", "fit_within_bin_mse", "binned_objective")
+            }
+            info.update(regrid=finer, fit_bins=finer["n_bins"],
+                        fit_bits=finer["grid_bits_per_feature"],
+                        fit_within_bin_mse=finer["within_bin_mse"],
+                        binned_objective=finer["binned_objective"])
+        centres, stats, passes = refined.centres, refined.stats, refined.passes
         before = passes[0]["objective"]
         info.update(
             objective_before_refine=before,

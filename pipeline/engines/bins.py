@@ -73,6 +73,40 @@ class BinGrid:
         return np.asarray(self.low) + index * np.asarray(self.width)
 
 
+def finer_grid(grid: BinGrid, counts: np.ndarray, max_rows: int) -> BinGrid | None:
+    """The finest refinement of ``grid`` whose table is proven to have at most ``max_rows`` bins.
+
+    Each added bit per feature splits a bin into ``2**d`` bins, so a bin of ``grid`` holding
+    ``n`` pixels becomes at most ``min(n, 2**(d * extra))`` bins ``extra`` bits finer.
+
+    Parameters
+    ----------
+    grid : BinGrid
+        The grid the table was made on.
+    counts : ndarray of int, shape (n_bins,)
+        Pixels in each non-empty bin of that table.
+    max_rows : int
+        Most bins the finer table may have.
+
+    Returns
+    -------
+    BinGrid or None
+        Same box, ``2**extra`` times narrower bins (keys still fit 63 bits); ``None`` when not
+        even one more bit per feature is proven small enough.
+    """
+    d = grid.n_features
+    counts = np.asarray(counts, dtype=np.int64)
+    extra = 0
+    while (grid.bits + extra + 1) * d <= 63:
+        split = 1 << min(d * (extra + 1), 62)
+        if int(np.minimum(counts, split).sum()) > max_rows:
+            break
+        extra += 1
+    if extra == 0:
+        return None
+    return BinGrid(grid.bits + extra, grid.low, tuple(w / (1 << extra) for w in grid.width))
+
+
 def feature_box(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of the value features of ``spec`` (values outside are clipped
     to the edge bins, which keeps the summary exact, only coarser there)."""

@@ -9,10 +9,10 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.engines import select_engine
+from pipeline.engines import binned, select_engine
 from pipeline.engines.base import FitParams, TooFewValues
 from pipeline.engines.binned import BinnedEngine
-from pipeline.engines.bins import BinGrid, grid_for, summarise_bins
+from pipeline.engines.bins import BinGrid, bin_features, finer_grid, grid_for, summarise_bins
 from pipeline.engines.dp1d import optimal_kmeans_1d
 from pipeline.errors import ConfigError
 from pipeline.features import make_feature_spec
@@ -46,6 +46,22 @@ def _multichannel(n_channels: int, size: int = 120, seed: int = 0) -> np.ndarray
     levels = rng.uniform(5000, 60000, (5, n_channels))
     image = levels[regions] + rng.normal(0, 2500, (size, size, n_channels))
     return np.clip(np.rint(image), 0, 65535).astype(np.uint16)
+
+
+def _ihc4() -> np.ndarray:
+    """256x256x4 uint16: haematoxylin, eosin, DAB (``rgb2hed``) and luminance of scikit-image's
+    immunohistochemistry photo at half resolution, stretched to 0..60000, with noise. Its values
+    crowd into a few hundred of the coarse grid's 2^20 cells."""
+    from skimage.color import rgb2gray, rgb2hed
+    from skimage.data import immunohistochemistry
+
+    ihc = immunohistochemistry()
+    stacked = np.concatenate([rgb2hed(ihc), rgb2gray(ihc)[..., None]], axis=-1)
+    low, high = np.percentile(stacked, [0.5, 99.5], axis=(0, 1))
+    span = np.where(high > low, high - low, 1.0)  # the eosin channel is almost all zero
+    values = np.clip((stacked[::2, ::2] - low) / span, 0, 1) * 60000.0
+    values += np.random.default_rng(4).normal(0.0, 120.0, size=values.shape)
+    return np.clip(np.rint(values), 0, 65535).astype(np.uint16)
 
 
 def _float_volume(shape=(24, 40, 36), seed: int = 0) -> np.ndarray:
@@ -308,3 +324,57 @@ def test_dense_and_hashed_binning_give_the_same_table(monkeypatch, n_features, b
     for name in ("keys", "counts", "sums", "sumsq"):
         np.testing.assert_array_equal(getattr(dense, name), getattr(hashed, name))
     assert dense.counts.sum() == valid.sum()
+
+
+def test_crowded_values_are_refit_on_a_finer_grid(monkeypatch):
+    """Values crowded into few coarse bins: the first pixel pass predicts many more, so the
+    engine bins the pixels again on a finer grid (proven small) and fits there; fewer passes,
+    no worse objective, still independent of the chunking."""
+    image = _ihc4()
+    spec = _spec(image, True)
+    params = FitParams(k=5)
+    result = run_engine(BinnedEngine(), image, spec, params, (100, 128, 4))
+    info = result.info
+    regrid = info["regrid"]
+    assert info["grid_bits_per_feature"] == 5
+    assert regrid["grid_bits_per_feature"] > 5 and 4 * regrid["grid_bits_per_feature"] <= 63
+    assert info["fit_bits"] == regrid["grid_bits_per_feature"]
+    assert info["coarse_fit"]["fit_bits"] == 5
+    assert regrid["n_bins"] <= binned.REGRID_ROWS
+    passes = info["pixel_passes"]
+    assert passes[0]["next_step_gain"] > binned.REGRID_GAIN * passes[0]["objective"]
+    mse = pixel_objective(image, spec, result.centres)
+    assert mse == pytest.approx(passes[-1]["objective"], rel=1e-9)
+    assert mse <= sklearn_objective(image, spec, 5) * 1.001
+    assert mse <= passes[0]["objective"] * (1 + 1e-9)
+
+    other = run_engine(BinnedEngine(), image, spec, params, (64, 37, 4))
+    np.testing.assert_array_equal(other.centres, result.centres)
+
+    monkeypatch.setattr(binned, "REGRID_GAIN", float("inf"))
+    coarse = run_engine(BinnedEngine(), image, spec, params, (100, 128, 4))
+    assert "regrid" not in coarse.info
+    assert len(passes) < len(coarse.info["pixel_passes"])
+    assert mse <= pixel_objective(image, spec, coarse.centres) * (1 + 1e-9)
+
+
+def test_finer_grid_is_proven_small_enough():
+    """finer_grid's grid never holds more bins than allowed, on features binned here."""
+    rng = np.random.default_rng(2)
+    d, bits = 3, 4
+    centres = rng.uniform(0.1, 0.9, (5, d))
+    feats = (centres[rng.integers(0, 5, 20000)] + rng.normal(0, 0.01, (20000, d)))
+    feats = feats.astype(np.float32)
+    valid = np.ones(len(feats), dtype=bool)
+    grid = BinGrid(bits, (0.0,) * d, (1.0 / (1 << bits),) * d)
+    coarse = bin_features(feats, valid, grid)
+    assert 8 * len(coarse) < 1000
+    for max_rows in (8 * len(coarse), 1000, 5000, 19999):
+        finer = finer_grid(grid, coarse.counts, max_rows)
+        assert finer is not None and finer.bits > bits and finer.low == grid.low
+        assert finer.width == pytest.approx([w / (1 << (finer.bits - bits)) for w in grid.width])
+        assert len(bin_features(feats, valid, finer)) <= max_rows
+    # Every pixel may get its own bin: the finest grid whose keys fit 63 bits.
+    assert finer_grid(grid, coarse.counts, len(feats)).bits == 63 // d
+    # No room for a single split: no finer grid.
+    assert finer_grid(grid, coarse.counts, len(coarse)) is None

@@ -237,8 +237,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     """Expand globs and plain folders of images into a list of input paths.
 
     A glob expands to its sorted matches. A folder that is one image (Zarr store, DICOM series)
-    stays one input; any other folder expands to the images directly inside it, sorted, by
-    known suffix. URLs are kept as they are. Duplicates are dropped, first one kept.
+    stays one input; any other folder expands to the images directly inside it, sorted: files
+    of a known suffix and sub-folders that are one image (a Zarr store, a DICOM series, such as
+    one folder per patient). A DICOM series folder that also holds images of other formats
+    expands to the series (the folder) followed by those images, so that none is left out
+    unseen. URLs are kept as they are. Duplicates are dropped, first one kept.
     """
     out: list[str] = []
     for item in inputs:
@@ -261,16 +264,29 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
 
 
 def _expand_folder(path: str) -> list[str]:
-    if folder_format(path) is not None:
+    kind = folder_format(path)
+    if kind == "zarr":
         return [path]
     images = [
-        os.path.join(path, name)
+        full
         for name in sorted(os.listdir(path))
-        if not name.startswith(".") and suffix_format(name) is not None
+        if not name.startswith(".")
+        and _is_other_image(full := os.path.join(path, name), name, in_series=kind == "dicom")
     ]
     for image in images:
         check_file_kind(image)
+    if kind == "dicom":
+        return [path, *images]
     if not images:
         raise InputError(path, "the folder holds no image of a known format")
     return images
 
+
+def _is_other_image(full: str, name: str, *, in_series: bool) -> bool:
+    """Whether a folder entry is an input of its own: a file of a known suffix (other than
+    DICOM when the folder is a DICOM series, whose files are the folder's one image), or a
+    sub-folder that is one image (a Zarr store or DICOM series)."""
+    fmt = suffix_format(name)
+    if fmt is not None:
+        return not (in_series and fmt == "dicom")
+    return os.path.isdir(full) and folder_format(full) is not None

@@ -224,3 +224,38 @@ def test_relative_paths_survive_a_change_of_directory(
         monkeypatch.chdir(tmp_path.parent)
         array = source.to_dask((16, 16) if source.spatial_ndim == 2 else (1, 16, 16))
         assert array.compute().shape == source.shape
+
+
+def test_dicom_folder_with_other_images_leaves_none_out(
+    tmp_path: Path, rng: np.random.Generator, ct_series: Callable[..., tuple[Path, np.ndarray]]
+) -> None:
+    # A folder holding a DICOM series and images of other formats used to be read as the
+    # series alone, every other image left out without a word (exit status 0).
+    folder, hu = ct_series("mixed", n=3, shape=(20, 24))
+    grey = rng.integers(0, 255, (12, 16), dtype=np.uint8)
+    tifffile.imwrite(folder / "b.tif", grey)
+    Image.fromarray(grey).save(folder / "a.png")
+    (folder / "notes.txt").write_text("not an image")
+    got = expand_inputs([str(folder)])
+    assert got == [str(folder), str(folder / "a.png"), str(folder / "b.tif")]
+    assert open_image(got[0]).shape == hu.shape  # the folder is still read as the series
+    # A folder holding only the series stays one input, as before.
+    (folder / "a.png").unlink()
+    (folder / "b.tif").unlink()
+    assert expand_inputs([str(folder)]) == [str(folder)]
+
+
+def test_folder_of_series_folders_expands_to_each_series(
+    tmp_path: Path, ct_series: Callable[..., tuple[Path, np.ndarray]]
+) -> None:
+    # One folder per patient: each sub-folder that is one image is an input, as a Zarr store
+    # inside a folder of images already was; other sub-folders are not read.
+    study = tmp_path / "study"
+    study.mkdir()
+    first, hu1 = ct_series(folder=study / "case01", n=3, shape=(20, 24))
+    second, hu2 = ct_series(folder=study / "case02", n=2, shape=(16, 24))
+    (study / "notes").mkdir()
+    (study / "notes" / "a.txt").write_text("x")
+    got = expand_inputs([str(study)])
+    assert got == [str(first), str(second)]
+    assert [open_image(p).shape for p in got] == [hu1.shape, hu2.shape]

@@ -381,6 +381,11 @@ def test_group_names_examples():
     assert output_name("/data/..") == "image"
     assert output_name("zarr.json.png") == "image_zarr.json"
     assert unique_names(["a/x.png", "b/x.png", "x_2.png", "X.png"]) == ["x", "x_2", "x_2_2", "X_3"]
+    # Accented letters kept their place as "_", and a first one was stripped: "sophagus".
+    assert output_name("/data/Ösophagus Magen.tif") == "Osophagus_Magen"
+    assert output_name("/data/ïmg ä.npy") == "img_a"
+    assert output_name("Ｆｕｌｌ.png") == "Full"  # full-width letters (compatibility forms)
+    assert output_name("日本.png") == "image"
 
 
 def test_url_outputs_are_locked_too():

@@ -151,6 +151,23 @@ def class_records(meta: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
+def size_text(record: dict[str, Any]) -> str:
+    """``", 171.4 µm² (0.0001714 mm²)"``: a class's physical size for ``kmseg info``.
+
+    The size in the input's unit, then in mm² (2-D) or mL (3-D) when the unit is another
+    known length; empty for an input without a physical pixel size (a photo).
+    """
+    size, unit = record.get("size"), record.get("size_unit")
+    if size is None or not unit:
+        return ""
+    text = f", {size:.4g} {unit}"
+    if record.get("volume_ml") is not None:
+        text += f" ({record['volume_ml']:.4g} mL)"
+    elif record.get("area_mm2") is not None and unit != "mm²":
+        text += f" ({record['area_mm2']:.4g} mm²)"
+    return text
+
+
 def classes_csv(path: str) -> str:
     """``kmseg info --csv``: one row per image and class of an output store.
 
@@ -211,11 +228,13 @@ def _describe_image(name: str, group: zarr.Group) -> list[str]:
         f"{prefix}recoloured image levels: {', '.join(str(s) for s in shapes)}",
         f"{prefix}labels: labels/clusters (0 = no data, {meta.get('pixels_without_data', 0)} px)",
     ]
+    records = {r.get("label"): r for r in class_records(meta)}
     for i, (centre, count) in enumerate(
         zip(meta["centres"], meta["pixels_per_cluster"], strict=True), start=1
     ):
         values = ", ".join(f"{v:.4g}" for v in centre)
-        lines.append(f"{prefix}  cluster {i}: {count} px, centre [{values}]")
+        size = size_text(records.get(i, {}))
+        lines.append(f"{prefix}  cluster {i}: {count} px{size}, centre [{values}]")
     mask = meta.get("mask")
     if isinstance(mask, dict):
         fraction = mask.get("fraction")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import pipeline
-from pipeline.errors import KmsegError
+from pipeline.errors import KmsegError, one_line
 from pipeline.warn import capture
 
 log = logging.getLogger("pipeline.cli")
@@ -442,7 +442,7 @@ def _main(argv: Sequence[str] | None) -> int:
         try:
             return int(args.func(args))
         except KmsegError as exc:
-            log.error("%s", exc, exc_info=verbose > 0)
+            log.error("%s", one_line(exc), exc_info=verbose > 0)
             return 2
         except KeyboardInterrupt:
             log.error("kmseg: interrupted")  # as a shell user expects: no "error:" prefix

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from typing import Any
 
 import zarr
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, KmsegWarning
 from pipeline.lock import current_holder
 from pipeline.measure import round_size, voxel_size
 from pipeline.outputs import is_zarr_store, output_name
@@ -175,14 +176,23 @@ def classes_csv(path: str) -> str:
     each measured channel ``C`` (``R``, ``G``, ``B``; ``value`` for one channel). Cells
     without a value (a size without a physical pixel size, a class without pixels) are empty.
 
+    A ``partial`` batch (inputs failed with ``on_error: continue``) gives the rows of its
+    finished images, with one :class:`~pipeline.errors.KmsegWarning` naming the failed inputs.
+
     Raises
     ------
     InputError
-        If the output is missing, not a kmseg output or not complete.
+        If the output is missing, not a kmseg output or unfinished.
     """
     _, meta, groups = open_output(path)
-    if meta.get("status") != "complete":
-        raise InputError(path, "the job did not finish (status incomplete); no measurements")
+    status = meta.get("status")
+    if status == "partial":
+        failed = [f for f in meta.get("failed") or [] if isinstance(f, dict)]
+        names = ", ".join(str(f.get("path") or f.get("input")) for f in failed)
+        warnings.warn(f"{path}: a partial batch; {len(failed)} input(s) failed and have no rows: "
+                      f"{names}", KmsegWarning, stacklevel=2)
+    elif status != "complete":
+        raise InputError(path, f"the job did not finish (status {status}); no measurements")
     rows: list[dict[str, Any]] = []
     channels: list[str] = []
     for name, group in groups:

@@ -153,3 +153,21 @@ def test_plain_info_of_a_photo_has_no_size(tmp_path: Path, capsys: pytest.Captur
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "cluster " in ln]
     assert [ln.split(",")[0].strip() for ln in lines] == ["cluster 1: 6 px", "cluster 2: 6 px"]
     assert all(", centre [" in ln and "µm" not in ln and "mm" not in ln for ln in lines)
+
+
+def test_csv_of_a_partial_batch_has_the_finished_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A batch with failed inputs (on_error: continue) was refused as "status incomplete",
+    # though `kmseg info` and the report show its finished images.
+    from pipeline.errors import KmsegWarning
+
+    two_colour_slide(tmp_path / "slide.ome.tif")
+    np.save(tmp_path / "flat.npy", np.full((6, 6), 7, np.uint8))  # one value: fails at k=2
+    out = str(tmp_path / "batch.zarr")
+    inputs = [str(tmp_path / "slide.ome.tif"), str(tmp_path / "flat.npy")]
+    assert main(["segment", *inputs, "-k", "2", "-o", out, "-q", "--on-error", "continue"]) == 3
+    with pytest.warns(KmsegWarning, match=r"1 input\(s\) failed and have no rows: .*flat\.npy"):
+        rows = read_rows(classes_csv(out))
+    assert sorted((r["image"], int(r["pixels"])) for r in rows) == [("slide", 330),
+                                                                     ("slide", 900)]

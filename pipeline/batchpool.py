@@ -267,10 +267,13 @@ _LIMITS: Any = None
 
 
 def _ignore_interrupts() -> None:
-    """Leave Ctrl-C (SIGINT) to the main process (see :func:`_interrupts_held`)."""
+    """Leave Ctrl-C (SIGINT) to the main process (see :func:`_interrupts_held`); SIGTERM ends
+    a worker at once, as by default (a forked worker inherits the command's SIGTERM handler,
+    which raises an interrupt where the main process cleans up)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 

@@ -13,11 +13,12 @@ parser is built, and the heavy modules (Dask, NumPy, Zarr) in the command that r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import pipeline
@@ -391,6 +392,40 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
 
 #: Exit status after Ctrl-C (SIGINT): 128 + SIGINT, as shells report.
 EXIT_INTERRUPTED = 130
+#: Exit status after SIGTERM (``kill``, ``docker stop``, a batch system's time limit):
+#: 128 + SIGTERM.
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a job stops as after Ctrl-C: its lock
+    released, a batch's unfinished groups removed, the output left marked incomplete."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread.
+
+    Python's default for SIGTERM ends the process at once: no ``finally`` clause runs, so the
+    lock file stays (the next run takes it over with a warning) and nothing is said. Changed
+    only in the main thread and only where SIGTERM has its default action.
+    """
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 #: Exit status when the reader of kmseg's output goes away (``kmseg ... | head``): 128 + SIGPIPE,
 #: as a shell reports for Unix tools stopped by the signal.
 EXIT_BROKEN_PIPE = 141
@@ -409,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    if status == EXIT_INTERRUPTED and argv is None:
+    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED) and argv is None:
         # The command's process, interrupted and cleaned up: end now with the status. Left to
         # the interpreter, it would first wait for threads still in a task (a kernel being
         # compiled), and CPython ends killed by SIGINT instead whenever the interrupt passed
@@ -417,11 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # caught it: the same 130 for a shell, but not one status.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(status)
     return status
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    is_command = argv is None
     if argv is None:  # this process is the kmseg command: nothing else will jit code here
         from pipeline import lean_imports
 
@@ -438,12 +474,16 @@ def _main(argv: Sequence[str] | None) -> int:
     setup_logging(verbose, quiet=bool(getattr(args, "quiet", False)))
     # Every warning, kmseg's or a library's, as one `kmseg: warning: ...` line, recorded in
     # the output metadata of the input it names.
-    with capture(echo=True, forward=False):
+    terminate = _terminate_as_interrupt() if is_command else contextlib.nullcontext()
+    with capture(echo=True, forward=False), terminate:
         try:
             return int(args.func(args))
         except KmsegError as exc:
             log.error("%s", one_line(exc), exc_info=verbose > 0)
             return 2
+        except Terminated:
+            log.error("kmseg: terminated")
+            return EXIT_TERMINATED
         except KeyboardInterrupt:
             log.error("kmseg: interrupted")  # as a shell user expects: no "error:" prefix
             return EXIT_INTERRUPTED

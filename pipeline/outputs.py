@@ -449,7 +449,8 @@ def check_output(path: str, overwrite: bool, inputs: list[str], given: Sequence[
         if not is_url(path):
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
-                raise OutputError(f"{path}: the folder {parent} does not exist")
+                problem = "is a file, not a folder" if os.path.exists(parent) else "does not exist"
+                raise OutputError(f"{path}: the folder {parent} {problem}")
         return
     _check_existing(path, overwrite)
 

@@ -359,6 +359,14 @@ def test_check_output_refuses_a_missing_parent(tmp_path):
         check_output(str(tmp_path / "nowhere" / "o.zarr"), False, [])
 
 
+def test_check_output_names_a_parent_that_is_a_file(tmp_path):
+    # It said "the folder .../notes.txt does not exist" of a file that is there.
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(OutputError, match=r"notes\.txt is a file, not a folder"):
+        check_output(str(tmp_path / "notes.txt" / "o.zarr"), False, [])
+    assert (tmp_path / "notes.txt").read_text() == "x"
+
+
 # --- group names derived from input names ---------------------------------------------------
 
 _NAME = st.text(alphabet=string.printable + "é/\\.\x00", max_size=40)

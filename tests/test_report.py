@@ -121,6 +121,19 @@ def test_write_replaces_only_its_own_reports(photo_output: tuple[str, Path], tmp
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".kmseg-report-")]
 
 
+def test_report_inside_a_zarr_store_is_refused(photo_output: tuple[str, Path], capsys) -> None:
+    # `-o OUT.zarr/r.html` wrote the page among the store's nodes; a later `segment
+    # --overwrite` of OUT.zarr then refused the store for holding an entry kmseg did not write.
+    out, _ = photo_output
+    before = sorted(os.listdir(out))
+    assert main(["report", out, "-o", os.path.join(out, "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inside the Zarr store" in err and "r.html" in err
+    assert main(["report", out, "-o", os.path.join(out, "labels", "r.html")]) == 2
+    assert sorted(os.listdir(out)) == before
+    assert not os.path.exists(os.path.join(out, "labels", "r.html"))
+
+
 def test_cli_report_default_path(photo_output: tuple[str, Path], capsys) -> None:
     out, _ = photo_output
     assert default_report_path(out) == out[: -len(".zarr")] + ".report.html"

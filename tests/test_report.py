@@ -371,3 +371,29 @@ def test_segment_writes_the_report_with_report_true(tmp_path):
     page = (tmp_path / "two.report.html").read_text()
     assert page.lstrip().lower().startswith("<!doctype html")
     assert "data:image/png;base64," in page
+
+
+def test_a_batch_page_shows_a_bounded_number_of_images_in_full(tmp_path, monkeypatch) -> None:
+    # Every image of a batch had its full section (pictures, plots, input previews): 300
+    # photos made a 330 MB page, all previews held in memory at once.
+    monkeypatch.setattr(report_data, "DETAILED_MAX", 2)
+    monkeypatch.setattr(report_data, "THUMBNAIL_READ_MAX", 40)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.roll(stripes(), 10 * i, axis=1)).save(folder / f"p{i}.png")
+    out = str(tmp_path / "batch.zarr")
+    assert main(["segment", str(folder), "-k", "3", "-o", out, "-q"]) == 0
+    (folder / "p3.png").unlink()  # an image shown in the table only: its input is not read
+    _, images = report_data.load_output(out)
+    assert [image.full for image in images] == [True, True, False, False]
+    for image in images[2:]:
+        [plane] = image.planes
+        assert plane.input is None and image.input_note is None
+        assert max(plane.recoloured.shape[:2]) <= 40
+    page = build_report(out)
+    assert page.count('<section class="image"') == 2
+    assert page.count("<tr><td><img") == 4  # every image has its row of the summary table
+    assert "The first 2 of the 4 images are shown in full" in page
+    assert f"kmseg report {out}/NAME" in page
+    assert page.count('href="#image-') == 2  # rows link to sections that exist only

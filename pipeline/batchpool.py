@@ -110,6 +110,10 @@ def pool_processes(plan: Any, executor: Any, n_todo: int) -> int:
     # batch_inputs) inputs (their pixels never reach the window limit), and the first runs here.
     window = min(POOL_WINDOW, config.batch_inputs)
     n = min(n, -(-n_todo // window) - 1)
+    if n > 1 and config.batch_processes is not None:  # the default fits the memory already
+        from pipeline.execution import check_process_count
+
+        check_process_count(n, "batch_processes")
     return n if n > 1 else 0
 
 

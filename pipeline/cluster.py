@@ -123,6 +123,11 @@ def start_cluster(spec: Mapping[str, Any]) -> Iterator[Any]:
 
         options.setdefault("dashboard_address", ":0")
         _check_local_keys(options)
+        n_workers = options.get("n_workers")
+        if options.get("processes", True) and isinstance(n_workers, int):
+            from pipeline.execution import check_process_count
+
+            check_process_count(n_workers, "cluster: n_workers")
         factory = LocalCluster
     else:
         factory = cluster_class(kind)

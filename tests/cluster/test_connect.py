@@ -152,6 +152,8 @@ def test_block_without_kind_names_its_keys():
     ({"kind": "local", "processes": False, "bogus_key": 1}, "unknown keys .*: bogus_key"),
     ({"kind": "local", "processes": False, "n_workers": 1, "scale": {"jobs": 2}},
      r"refused the block's keys \(TypeError: .*jobs"),
+    # A million worker processes were started until the machine ran out of memory.
+    ({"kind": "local", "n_workers": 10**6}, r"n_workers: 1000000 worker processes need"),
 ])
 def test_keys_a_cluster_class_refuses_are_one_config_line(tiny, tmp_path, capsys, block,
                                                           message):

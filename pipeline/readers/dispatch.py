@@ -166,7 +166,43 @@ def open_image(path: str, options: ReadOptions | None = None, **kwargs: Any) -> 
         raise InputError(path, f"pyramid level {options.level} out of range (the image has 1)")
     if options.series != 0 and not entry.series:
         raise InputError(path, f"series {options.series} out of range (the file has 1)")
-    return entry.open(path, options)
+    try:
+        return entry.open(path, options)
+    except InputError as exc:
+        found = _other_content(path, entry)
+        if found is None or exc.path != path:
+            raise
+        name, suffix = found
+        raise InputError(path, f"{exc.problem}; the file holds {name} data: rename it to end "
+                               f"in {suffix}") from None
+
+
+#: What a file's first bytes say it holds, for a file whose suffix names another format:
+#: (test, format, suffix to rename it to).
+_CONTENTS: tuple[tuple[Callable[[bytes], bool], str, str], ...] = (
+    (lambda head: head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"), "TIFF", ".tif"),
+    (lambda head: head[:8] == PNG_SIGNATURE, "PNG", ".png"),
+    (lambda head: head[:3] == b"\xff\xd8\xff", "JPEG", ".jpg"),
+    (lambda head: head[:2] == b"BM", "BMP", ".bmp"),
+    (lambda head: head[:6] == b"\x93NUMPY", "NumPy", ".npy"),
+    (lambda head: head[128:132] == b"DICM", "DICOM", ".dcm"),
+    (lambda head: head[:2] == b"\x1f\x8b", "gzip-compressed", ".nii.gz (if NIfTI)"),
+)
+
+
+def _other_content(path: str, entry: ReaderEntry) -> tuple[str, str] | None:
+    """``(format, suffix)`` of what a misnamed file holds (``("JPEG", ".jpg")`` for JPEG data
+    named ``.tif``), or None when its first bytes name no other format than its suffix."""
+    if is_url(path) or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError:
+        return None
+    if entry.magic is not None and entry.magic(head):
+        return None
+    return next(((name, suffix) for test, name, suffix in _CONTENTS if test(head)), None)
 
 
 def reader_for(path: str) -> ReaderEntry:

@@ -497,3 +497,12 @@ def _(w: Workspace) -> Run:
     job = w.inputs / "job.yaml"
     job.write_text(f"input: {w.image()}\noutput: {w.out}\ncluster: {{type: local}}\n")
     return Run(["run", str(job), "-q"], (str(job),))
+
+
+@case("jpeg-named-tif")
+def _(w: Workspace) -> Run:
+    from PIL import Image
+
+    path = w.inputs / "scan.tif"
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(path, format="JPEG")
+    return Run(segment(str(path), "-k", "2", "-o", w.out), (str(path),))

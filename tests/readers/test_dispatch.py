@@ -259,3 +259,38 @@ def test_folder_of_series_folders_expands_to_each_series(
     got = expand_inputs([str(study)])
     assert got == [str(first), str(second)]
     assert [open_image(p).shape for p in got] == [hu1.shape, hu2.shape]
+
+
+@pytest.mark.parametrize("name, holds, suffix", [
+    ("scan.tif", "JPEG", ".jpg"),
+    ("scan.png", "TIFF", ".tif"),
+    ("scan.dcm", "NumPy", ".npy"),
+])
+def test_a_misnamed_file_names_what_it_holds(tmp_path: Path, rng: np.random.Generator, name: str,
+                                           holds: str, suffix: str) -> None:
+    # A JPEG named .tif was "not a TIFF file: header=b'\xff\xd8\xff\xe0'": true, but the user
+    # had to decode the bytes to learn it is a JPEG.
+    pixels = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    made = {"JPEG": tmp_path / "a.jpg", "TIFF": tmp_path / "a.tif", "NumPy": tmp_path / "a.npy"}
+    source = made[holds]
+    if holds == "JPEG":
+        Image.fromarray(pixels).save(source)
+    elif holds == "TIFF":
+        tifffile.imwrite(source, pixels, photometric="rgb")
+    else:
+        np.save(source, pixels)
+    target = tmp_path / name
+    shutil.copyfile(source, target)
+    with pytest.raises(InputError) as info:
+        open_image(str(target))
+    assert str(info.value).startswith(f"{target}: ")
+    assert str(info.value).endswith(f"the file holds {holds} data: rename it to end in {suffix}")
+    assert "\n" not in str(info.value)
+
+
+def test_a_corrupt_file_of_its_own_format_gets_no_rename_hint(tmp_path: Path) -> None:
+    path = tmp_path / "cut.tif"
+    path.write_bytes(b"II*\0" + bytes(4))
+    with pytest.raises(InputError) as info:
+        open_image(str(path))
+    assert "rename" not in str(info.value)

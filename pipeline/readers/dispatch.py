@@ -277,7 +277,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     of a known suffix and sub-folders that are one image (a Zarr store, a DICOM series, such as
     one folder per patient). A DICOM series folder that also holds images of other formats
     expands to the series (the folder) followed by those images, so that none is left out
-    unseen. URLs are kept as they are. Duplicates are dropped, first one kept.
+    unseen. URLs are kept as they are. Duplicates (also one file under several spellings or
+    through a symbolic link) are dropped, the first one kept.
     """
     out: list[str] = []
     for item in inputs:
@@ -296,7 +297,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
                 out.extend(_expand_folder(match))
             else:
                 out.append(match)
-    return list(dict.fromkeys(out))
+    # One file under several spellings (a.png, ./a.png, /abs/a.png, a link to it) is one input.
+    first: dict[str, str] = {}
+    for path in out:
+        first.setdefault(path if is_url(path) else os.path.realpath(path), path)
+    return list(first.values())
 
 
 def _expand_folder(path: str) -> list[str]:

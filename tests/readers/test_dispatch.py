@@ -294,3 +294,13 @@ def test_a_corrupt_file_of_its_own_format_gets_no_rename_hint(tmp_path: Path) ->
     with pytest.raises(InputError) as info:
         open_image(str(path))
     assert "rename" not in str(info.value)
+
+
+def test_one_file_under_several_spellings_is_one_input(tmp_path: Path, rng: np.random.Generator,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # a.png ./a.png /abs/a.png were three inputs: the same image segmented three times.
+    Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "a.png")
+    os.symlink(tmp_path / "a.png", tmp_path / "link.png")
+    monkeypatch.chdir(tmp_path)
+    got = expand_inputs(["a.png", "./a.png", str(tmp_path / "a.png"), "link.png", "*.png", "."])
+    assert got == ["a.png"]

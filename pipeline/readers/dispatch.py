@@ -297,9 +297,15 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
                 out.extend(_expand_folder(match))
             else:
                 out.append(match)
-    # One file under several spellings (a.png, ./a.png, /abs/a.png, a link to it) is one input.
+    return unique_inputs(out)
+
+
+def unique_inputs(paths: Sequence[str]) -> list[str]:
+    """``paths`` without repeats, the first spelling kept: one file under several spellings
+    (``a.png``, ``./a.png``, ``/abs/a.png``, a symbolic link to it) is one input; URLs are
+    compared as given."""
     first: dict[str, str] = {}
-    for path in out:
+    for path in paths:
         first.setdefault(path if is_url(path) else os.path.realpath(path), path)
     return list(first.values())
 

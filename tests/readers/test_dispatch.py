@@ -20,6 +20,7 @@ from pipeline.readers import dicom, expand_inputs, nifti, open_image, raster, ti
 from pipeline.readers.common import RegionReader
 from pipeline.readers.dispatch import READABLE_SUFFIXES, READERS, suffix_format
 from pipeline.readers.npy import NpyBlockReader
+from pipeline.readers.urls import expand_urls
 
 from .conftest import assert_reads
 
@@ -302,5 +303,6 @@ def test_one_file_under_several_spellings_is_one_input(tmp_path: Path, rng: np.r
     Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "a.png")
     os.symlink(tmp_path / "a.png", tmp_path / "link.png")
     monkeypatch.chdir(tmp_path)
-    got = expand_inputs(["a.png", "./a.png", str(tmp_path / "a.png"), "link.png", "*.png", "."])
-    assert got == ["a.png"]
+    given = ["a.png", "./a.png", str(tmp_path / "a.png"), "link.png", "*.png", "."]
+    assert expand_inputs(given) == ["a.png"]
+    assert expand_urls(given) == ["a.png"]  # what the plan calls, item by item

@@ -395,6 +395,9 @@ EXIT_INTERRUPTED = 130
 #: Exit status after SIGTERM (``kill``, ``docker stop``, a batch system's time limit):
 #: 128 + SIGTERM.
 EXIT_TERMINATED = 143
+#: Exit status when the reader of kmseg's output goes away (``kmseg ... | head``): 128 + SIGPIPE,
+#: as a shell reports for Unix tools stopped by the signal.
+EXIT_BROKEN_PIPE = 141
 
 
 class Terminated(KeyboardInterrupt):
@@ -426,15 +429,12 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-#: Exit status when the reader of kmseg's output goes away (``kmseg ... | head``): 128 + SIGPIPE,
-#: as a shell reports for Unix tools stopped by the signal.
-EXIT_BROKEN_PIPE = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage,
-    3 some inputs of a batch failed with ``on_error: continue``, 141 the reader of the standard
-    output went away)."""
+    3 some inputs of a batch failed with ``on_error: continue``, 130 interrupted (Ctrl-C), 141
+    the reader of the standard output went away, 143 terminated (SIGTERM))."""
     try:
         status = _main(argv)
     except BrokenPipeError:

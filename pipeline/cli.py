@@ -37,7 +37,32 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (and exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            message += self._closest_options(message.split(":", 1)[1].split())
         self.exit(2, f"kmseg: error: {message} (see {self.prog} --help)\n")
+
+    def _closest_options(self, given: list[str]) -> str:
+        """``"; did you mean --overwrite?"`` for mistyped options (``--overwite``), else ``""``.
+
+        The options of this parser and of its subcommands are the candidates (Python 3.11's
+        argparse suggests none).
+        """
+        import difflib
+
+        known: set[str] = set()
+        parsers: list[argparse.ArgumentParser] = [self]
+        while parsers:
+            parser = parsers.pop()
+            known.update(parser._option_string_actions)
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    parsers.extend(action.choices.values())
+        hints = []
+        for arg in given:
+            option = arg.split("=", 1)[0]
+            if option.startswith("--"):
+                hints += difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.75)
+        return f"; did you mean {' or '.join(dict.fromkeys(hints))}?" if hints else ""
 
 
 class _Version(argparse.Action):

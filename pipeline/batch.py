@@ -60,7 +60,7 @@ from pipeline.config import JobConfig
 from pipeline.engines import FitParams, FitResult, TooFewValues, select_engine
 from pipeline.errors import ConfigError, InputError, OutputError
 from pipeline.execution import Executor, uses_cluster
-from pipeline.features import FeatureSpec, make_feature_spec, needs_data_range
+from pipeline.features import FeatureSpec, make_feature_spec, needs_data_range, span_problem
 from pipeline.io.colours import label_rgb
 from pipeline.io.ngff import (
     LABEL_NAME,
@@ -777,6 +777,9 @@ def _data_ranges(window: list[Working], config: JobConfig, executor: Executor,
         if value is None:
             rules = "; ".join(w.spec.no_data_rules) or "no pixels"
             _failed(w, InputError(w.job.path, f"no pixel has data (no data: {rules})"), config)
+            continue
+        if (problem := span_problem(*value)) is not None:
+            _failed(w, InputError(w.job.path, problem), config)
             continue
         w.spec = w.spec.with_range(*value)
         if w.unmasked is not None:

@@ -110,6 +110,10 @@ def pool_processes(plan: Any, executor: Any, n_todo: int) -> int:
     # batch_inputs) inputs (their pixels never reach the window limit), and the first runs here.
     window = min(POOL_WINDOW, config.batch_inputs)
     n = min(n, -(-n_todo // window) - 1)
+    if n > 1 and config.batch_processes is not None:  # the default fits the memory already
+        from pipeline.execution import check_process_count
+
+        check_process_count(n, "batch_processes")
     return n if n > 1 else 0
 
 
@@ -267,10 +271,13 @@ _LIMITS: Any = None
 
 
 def _ignore_interrupts() -> None:
-    """Leave Ctrl-C (SIGINT) to the main process (see :func:`_interrupts_held`)."""
+    """Leave Ctrl-C (SIGINT) to the main process (see :func:`_interrupts_held`); SIGTERM ends
+    a worker at once, as by default (a forked worker inherits the command's SIGTERM handler,
+    which raises an interrupt where the main process cleans up)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 

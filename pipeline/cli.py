@@ -13,15 +13,16 @@ parser is built, and the heavy modules (Dask, NumPy, Zarr) in the command that r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import pipeline
-from pipeline.errors import KmsegError
+from pipeline.errors import KmsegError, one_line
 from pipeline.warn import capture
 
 log = logging.getLogger("pipeline.cli")
@@ -36,7 +37,32 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (and exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            message += self._closest_options(message.split(":", 1)[1].split())
         self.exit(2, f"kmseg: error: {message} (see {self.prog} --help)\n")
+
+    def _closest_options(self, given: list[str]) -> str:
+        """``"; did you mean --overwrite?"`` for mistyped options (``--overwite``), else ``""``.
+
+        The options of this parser and of its subcommands are the candidates (Python 3.11's
+        argparse suggests none).
+        """
+        import difflib
+
+        known: set[str] = set()
+        parsers: list[argparse.ArgumentParser] = [self]
+        while parsers:
+            parser = parsers.pop()
+            known.update(parser._option_string_actions)
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    parsers.extend(action.choices.values())
+        hints = []
+        for arg in given:
+            option = arg.split("=", 1)[0]
+            if option.startswith("--"):
+                hints += difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.75)
+        return f"; did you mean {' or '.join(dict.fromkeys(hints))}?" if hints else ""
 
 
 class _Version(argparse.Action):
@@ -391,15 +417,49 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
 
 #: Exit status after Ctrl-C (SIGINT): 128 + SIGINT, as shells report.
 EXIT_INTERRUPTED = 130
+#: Exit status after SIGTERM (``kill``, ``docker stop``, a batch system's time limit):
+#: 128 + SIGTERM.
+EXIT_TERMINATED = 143
 #: Exit status when the reader of kmseg's output goes away (``kmseg ... | head``): 128 + SIGPIPE,
 #: as a shell reports for Unix tools stopped by the signal.
 EXIT_BROKEN_PIPE = 141
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a job stops as after Ctrl-C: its lock
+    released, a batch's unfinished groups removed, the output left marked incomplete."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread.
+
+    Python's default for SIGTERM ends the process at once: no ``finally`` clause runs, so the
+    lock file stays (the next run takes it over with a warning) and nothing is said. Changed
+    only in the main thread and only where SIGTERM has its default action.
+    """
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage,
-    3 some inputs of a batch failed with ``on_error: continue``, 141 the reader of the standard
-    output went away)."""
+    3 some inputs of a batch failed with ``on_error: continue``, 130 interrupted (Ctrl-C), 141
+    the reader of the standard output went away, 143 terminated (SIGTERM))."""
     try:
         status = _main(argv)
     except BrokenPipeError:
@@ -409,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    if status == EXIT_INTERRUPTED and argv is None:
+    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED) and argv is None:
         # The command's process, interrupted and cleaned up: end now with the status. Left to
         # the interpreter, it would first wait for threads still in a task (a kernel being
         # compiled), and CPython ends killed by SIGINT instead whenever the interrupt passed
@@ -417,11 +477,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # caught it: the same 130 for a shell, but not one status.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(status)
     return status
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    is_command = argv is None
     if argv is None:  # this process is the kmseg command: nothing else will jit code here
         from pipeline import lean_imports
 
@@ -438,12 +499,16 @@ def _main(argv: Sequence[str] | None) -> int:
     setup_logging(verbose, quiet=bool(getattr(args, "quiet", False)))
     # Every warning, kmseg's or a library's, as one `kmseg: warning: ...` line, recorded in
     # the output metadata of the input it names.
-    with capture(echo=True, forward=False):
+    terminate = _terminate_as_interrupt() if is_command else contextlib.nullcontext()
+    with capture(echo=True, forward=False), terminate:
         try:
             return int(args.func(args))
         except KmsegError as exc:
-            log.error("%s", exc, exc_info=verbose > 0)
+            log.error("%s", one_line(exc), exc_info=verbose > 0)
             return 2
+        except Terminated:
+            log.error("kmseg: terminated")
+            return EXIT_TERMINATED
         except KeyboardInterrupt:
             log.error("kmseg: interrupted")  # as a shell user expects: no "error:" prefix
             return EXIT_INTERRUPTED

@@ -54,6 +54,9 @@ def validate_cluster(spec: Mapping[str, Any]) -> None:
     if not isinstance(spec, Mapping):
         raise ConfigError("cluster must be a mapping with a 'kind' key")
     kind = spec.get("kind")
+    if kind is None:
+        keys = f" (it has {', '.join(map(str, spec))})" if spec else ""
+        raise ConfigError(f"a cluster block needs a 'kind' key{keys}; one of {', '.join(KINDS)}")
     if kind not in KINDS:
         raise ConfigError(f"cluster kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "threads":
@@ -111,21 +114,78 @@ def start_cluster(spec: Mapping[str, Any]) -> Iterator[Any]:
     options = {k: v for k, v in spec.items() if k not in CONTROL_KEYS}
     if kind == "gateway":
         with _gateway_cluster(options) as cluster:
-            _scale(cluster, spec)
+            with _refused_keys(kind):
+                _scale(cluster, spec)
             yield cluster
         return
     if kind == "local":
         from distributed import LocalCluster
 
         options.setdefault("dashboard_address", ":0")
-        cluster = LocalCluster(**options)
+        _check_local_keys(options)
+        n_workers = options.get("n_workers")
+        if options.get("processes", True) and isinstance(n_workers, int):
+            from pipeline.execution import check_process_count
+
+            check_process_count(n_workers, "cluster: n_workers")
+        factory = LocalCluster
     else:
-        cluster = cluster_class(kind)(**options)
+        factory = cluster_class(kind)
+    with _refused_keys(kind):
+        cluster = factory(**options)
     try:
-        _scale(cluster, spec)
+        with _refused_keys(kind):
+            _scale(cluster, spec)
         yield cluster
     finally:
         cluster.close()
+
+
+def _check_local_keys(options: Mapping[str, Any]) -> None:
+    """Refuse keys of a ``local`` block that no layer of a LocalCluster takes.
+
+    ``LocalCluster`` hands unknown keys on to its workers, whose processes then fail to start
+    with a traceback each; the keys it, the nanny, the worker and the server underneath accept
+    are their signatures' parameters (the last one takes no ``**kwargs``).
+
+    Raises
+    ------
+    ConfigError
+        Naming the unknown keys.
+    """
+    import inspect
+
+    from distributed import LocalCluster, Nanny, Worker
+    from distributed.core import Server
+
+    known: set[str] = set()
+    for cls in (LocalCluster, Nanny, Worker, Server):
+        known.update(
+            name for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name != "self"
+        )
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"cluster: unknown keys in a local cluster block: {', '.join(unknown)}"
+                          " (keys of distributed.LocalCluster and its workers)")
+
+
+@contextlib.contextmanager
+def _refused_keys(kind: str) -> Iterator[None]:
+    """Turn a cluster class's refusal of the block's keys into one :class:`ConfigError` line.
+
+    The keys of a block go to the cluster class unchecked; a wrong name or type (``n_workers:
+    two``, a jobqueue block without ``cores``) makes the class raise ``TypeError`` or
+    ``ValueError``, which is the user's configuration, not a failure of kmseg.
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(
+            f"cluster: the {kind} cluster refused the block's keys ({type(exc).__name__}: "
+            f"{first})"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -138,9 +198,11 @@ def _gateway_cluster(options: dict[str, Any]) -> Iterator[Any]:
             f"(pip install 'kmseg[gateway]'): {exc}"
         ) from None
     gateway_options = {k: options.pop(k) for k in GATEWAY_KEYS if k in options}
-    gateway = Gateway(**gateway_options)
+    with _refused_keys("gateway"):
+        gateway = Gateway(**gateway_options)
     try:
-        cluster = gateway.new_cluster(**options)
+        with _refused_keys("gateway"):
+            cluster = gateway.new_cluster(**options)
         try:
             yield cluster
         finally:

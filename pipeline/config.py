@@ -234,6 +234,8 @@ class JobConfig:
             raise ValueError("expected a number, got a boolean")
         if name in LIST_KEYS:
             return _as_list(name, value)
+        if name in _WHOLE and isinstance(value, str):
+            value = _whole_number(value)
         if name == "cluster" and value is not None:
             return _mapping(name, value)
         return value
@@ -373,6 +375,24 @@ _NUMERIC = {
 }
 #: Keys whose value is a list (several flag arguments, or text such as ``512x512``).
 LIST_KEYS = {n for n, f in config_fields().items() if _accepts(f.annotation, list)}
+#: Keys whose value is a whole number (not ``k``, which is also ``auto``).
+_WHOLE = {
+    n for n, f in config_fields().items()
+    if _accepts(f.annotation, int) and not _accepts(f.annotation, float) and n != "k"
+}
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _whole_number(text: str) -> Any:
+    """``1e12`` and ``2.5e3`` (text from a flag, a variable or YAML, which reads ``1e12`` as
+    text) as the whole numbers they are; any other text unchanged, for the type check."""
+    from decimal import Decimal
+
+    if _SCIENTIFIC.fullmatch(text.strip()):
+        number = Decimal(text.strip())
+        if number == number.to_integral_value():
+            return int(number)
+    return text
 
 
 def _as_list(name: str, value: Any) -> Any:

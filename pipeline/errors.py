@@ -6,6 +6,17 @@ line and exits non-zero without a traceback.
 
 from __future__ import annotations
 
+import re
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line: each line break, with the blanks around it, becomes one space.
+
+    Library messages quoted in kmseg's errors span lines at times (pydicom lists each decoder
+    plugin that failed on a line of its own); kmseg's error is one line whatever it quotes.
+    """
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(text).strip())
+
 
 class KmsegError(Exception):
     """Base class for errors caused by input, configuration or environment."""
@@ -16,8 +27,8 @@ class InputError(KmsegError):
 
     def __init__(self, path: object, problem: str) -> None:
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        self.problem = one_line(problem)
+        super().__init__(f"{self.path}: {self.problem}")
 
     def __reduce__(self):  # errors raised in worker processes travel back pickled
         return (type(self), (self.path, self.problem))

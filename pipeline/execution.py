@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for a remote scheduler before giving up (``connect_timeout``'s default).
 CONNECT_TIMEOUT_S = 30
+#: The least memory a local worker process takes (Python, NumPy, Dask and kmseg's imports):
+#: more processes than the available memory holds at this size are refused before any starts.
+PROCESS_MIN_BYTES = 200 * 2**20
 
 
 class Executor:
@@ -107,6 +110,30 @@ def open_executor(config: JobConfig) -> Iterator[Executor]:
         yield Executor(client, progress=progress)
 
 
+def check_process_count(n: int, key: str) -> None:
+    """Refuse ``n`` local worker processes when they cannot fit in the memory available.
+
+    Each process needs at least :data:`PROCESS_MIN_BYTES`; ``n_workers: 1000`` with
+    ``local_scheduler: processes`` used to start processes until the machine ran out of memory
+    and the kernel killed kmseg.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``key``, the memory needed and available, and the largest number that fits.
+    """
+    from pipeline.chunking import local_memory_bytes
+
+    available = local_memory_bytes()
+    most = max(1, available // PROCESS_MIN_BYTES)
+    if n > most:
+        raise ConfigError(
+            f"{key}: {n} worker processes need at least {n * PROCESS_MIN_BYTES / 2**30:.1f} GiB "
+            f"({PROCESS_MIN_BYTES >> 20} MiB each), more than the {available / 2**30:.1f} GiB "
+            f"of memory available; use at most {most}"
+        )
+
+
 def local_scheduler(config: JobConfig) -> tuple[str, int | None]:
     """The local scheduler and its number of threads (a ``threads`` block wins)."""
     spec = config.cluster or {}
@@ -150,6 +177,8 @@ def _open_client(config: JobConfig, stack: contextlib.ExitStack) -> Any:
 
     processes = scheduler == "processes"
     threads = 1 if scheduler == "synchronous" else (n_threads or os.cpu_count() or 1)
+    if processes and config.n_workers is not None:
+        check_process_count(config.n_workers, "n_workers")
     cluster = stack.enter_context(
         LocalCluster(
             n_workers=(config.n_workers if processes else 1),

@@ -14,6 +14,7 @@ weight are appended.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,6 +41,19 @@ def needs_data_range(dtype: np.dtype) -> bool:
     """True for dtypes whose features are scaled by the data's range (floats, >16-bit ints)."""
     dtype = np.dtype(dtype)
     return dtype.kind == "f" or (dtype.kind in "iu" and dtype.itemsize * 8 > DTYPE_RANGE_BITS)
+
+
+def span_problem(low: float, high: float) -> str | None:
+    """Why a data range cannot scale features, or ``None`` when it can.
+
+    Features are ``(value - low) / (high - low)`` in float64; float64 values whose span
+    ``high - low`` exceeds the largest float64 (about 1.8e308, e.g. -1e308 to 1e308) would make
+    that span infinite and every feature 0 or NaN.
+    """
+    if math.isfinite(float(high) - float(low)):  # Python floats: inf, no overflow warning
+        return None
+    return (f"the values span {low:g} to {high:g}, a difference beyond the float64 range; "
+            "rescale the data, or leave the extremes out with valid_range")
 
 
 @dataclass(frozen=True)

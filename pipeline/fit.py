@@ -41,7 +41,7 @@ from pipeline.engines.sample import canonical_rows, fit_sample, sample_size
 from pipeline.engines.table import merge_tables
 from pipeline.errors import ConfigError, InputError
 from pipeline.execution import Executor
-from pipeline.features import FeatureSpec, needs_data_range
+from pipeline.features import FeatureSpec, needs_data_range, span_problem
 from pipeline.labels import nearest_centre
 from pipeline.model import Model
 from pipeline.order import class_order
@@ -121,6 +121,10 @@ def fit_model(plan: Plan, executor: Executor) -> Model:
     if needs_data_range(first.source.dtype):
         if pooled_range is None:
             raise InputError(first.job.path, "no pixel of any input has data")
+        if (problem := span_problem(*pooled_range)) is not None:
+            names = [job.path for job in plan.jobs]
+            where = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
+            raise InputError(where, f"pooled: {problem}" if len(names) > 1 else problem)
         spec = spec.with_range(*pooled_range)
     if table is not None and not table.overflowed:
         with _naming(first.job):

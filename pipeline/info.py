@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from typing import Any
 
 import zarr
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, KmsegWarning
 from pipeline.lock import current_holder
 from pipeline.measure import round_size, voxel_size
 from pipeline.outputs import is_zarr_store, output_name
@@ -151,6 +152,23 @@ def class_records(meta: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
+def size_text(record: dict[str, Any]) -> str:
+    """``", 171.4 µm² (0.0001714 mm²)"``: a class's physical size for ``kmseg info``.
+
+    The size in the input's unit, then in mm² (2-D) or mL (3-D) when the unit is another
+    known length; empty for an input without a physical pixel size (a photo).
+    """
+    size, unit = record.get("size"), record.get("size_unit")
+    if size is None or not unit:
+        return ""
+    text = f", {size:.4g} {unit}"
+    if record.get("volume_ml") is not None:
+        text += f" ({record['volume_ml']:.4g} mL)"
+    elif record.get("area_mm2") is not None and unit != "mm²":
+        text += f" ({record['area_mm2']:.4g} mm²)"
+    return text
+
+
 def classes_csv(path: str) -> str:
     """``kmseg info --csv``: one row per image and class of an output store.
 
@@ -158,14 +176,23 @@ def classes_csv(path: str) -> str:
     each measured channel ``C`` (``R``, ``G``, ``B``; ``value`` for one channel). Cells
     without a value (a size without a physical pixel size, a class without pixels) are empty.
 
+    A ``partial`` batch (inputs failed with ``on_error: continue``) gives the rows of its
+    finished images, with one :class:`~pipeline.errors.KmsegWarning` naming the failed inputs.
+
     Raises
     ------
     InputError
-        If the output is missing, not a kmseg output or not complete.
+        If the output is missing, not a kmseg output or unfinished.
     """
     _, meta, groups = open_output(path)
-    if meta.get("status") != "complete":
-        raise InputError(path, "the job did not finish (status incomplete); no measurements")
+    status = meta.get("status")
+    if status == "partial":
+        failed = [f for f in meta.get("failed") or [] if isinstance(f, dict)]
+        names = ", ".join(str(f.get("path") or f.get("input")) for f in failed)
+        warnings.warn(f"{path}: a partial batch; {len(failed)} input(s) failed and have no rows: "
+                      f"{names}", KmsegWarning, stacklevel=2)
+    elif status != "complete":
+        raise InputError(path, f"the job did not finish (status {status}); no measurements")
     rows: list[dict[str, Any]] = []
     channels: list[str] = []
     for name, group in groups:
@@ -211,11 +238,13 @@ def _describe_image(name: str, group: zarr.Group) -> list[str]:
         f"{prefix}recoloured image levels: {', '.join(str(s) for s in shapes)}",
         f"{prefix}labels: labels/clusters (0 = no data, {meta.get('pixels_without_data', 0)} px)",
     ]
+    records = {r.get("label"): r for r in class_records(meta)}
     for i, (centre, count) in enumerate(
         zip(meta["centres"], meta["pixels_per_cluster"], strict=True), start=1
     ):
         values = ", ".join(f"{v:.4g}" for v in centre)
-        lines.append(f"{prefix}  cluster {i}: {count} px, centre [{values}]")
+        size = size_text(records.get(i, {}))
+        lines.append(f"{prefix}  cluster {i}: {count} px{size}, centre [{values}]")
     mask = meta.get("mask")
     if isinstance(mask, dict):
         fraction = mask.get("fraction")

@@ -25,6 +25,7 @@ import os
 import posixpath
 import re
 import shutil
+import unicodedata
 from collections.abc import Iterator, Sequence
 from pathlib import PurePath
 from typing import Any
@@ -46,7 +47,8 @@ _MAX_NAME = 100
 def output_name(path: str) -> str:
     """A group name for an input path: its file name without image suffixes, made safe.
 
-    The name holds only ``A-Z a-z 0-9 . _ -``, starts with a letter or digit (so never ``.``,
+    The name holds only ``A-Z a-z 0-9 . _ -`` (accented letters become their base letter, other
+    characters ``_``), starts with a letter or digit (so never ``.``,
     ``..`` or a hidden name), is at most 100 characters, is never empty (``image``) and is never
     Zarr's own ``zarr.json``.
     """
@@ -56,6 +58,8 @@ def output_name(path: str) -> str:
         if lower.endswith(suffix) and len(base) > len(suffix):
             base = base[: -len(suffix)]
             break
+    # Accented letters keep their base letter (Ösophagus -> Osophagus, not sophagus).
+    base = "".join(c for c in unicodedata.normalize("NFKD", base) if not unicodedata.combining(c))
     name = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip("._-")[:_MAX_NAME] or "image"
     if name.lower() in _RESERVED:
         name = f"image_{name}"
@@ -445,7 +449,8 @@ def check_output(path: str, overwrite: bool, inputs: list[str], given: Sequence[
         if not is_url(path):
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
-                raise OutputError(f"{path}: the folder {parent} does not exist")
+                problem = "is a file, not a folder" if os.path.exists(parent) else "does not exist"
+                raise OutputError(f"{path}: the folder {parent} {problem}")
         return
     _check_existing(path, overwrite)
 

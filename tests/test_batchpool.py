@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.test_batch import (
@@ -184,3 +185,33 @@ def test_worker_death_message_names_every_input_in_flight():
     assert str(pool._broken()) == (
         "out.zarr: a worker process ended abruptly (killed, or out of memory?); rerun the same "
         "command to resume")
+
+
+def test_more_processes_than_memory_holds_are_refused(tmp_path, monkeypatch, capsys):
+    """``--n-workers 1000 --local-scheduler processes`` started worker processes until the
+    kernel killed kmseg (status 137, tracebacks); an explicit ``batch_processes`` had no
+    bound but the number of windows. Both are one line before any process starts."""
+    import pipeline.chunking
+    from pipeline.batchpool import pool_processes
+    from pipeline.cli import main
+    from pipeline.config import build_config
+    from pipeline.errors import ConfigError
+    from pipeline.execution import PROCESS_MIN_BYTES, Executor
+    from pipeline.plan import build_plan
+
+    monkeypatch.setattr(pipeline.chunking, "local_memory_bytes", lambda: 3 * PROCESS_MIN_BYTES)
+    [first, *_] = write_pngs(tmp_path / "in", 12)
+    out = tmp_path / "o.zarr"
+    code = main(["segment", str(first), "-k", "2", "-o", str(out), "-q",
+                 "--local-scheduler", "processes", "--n-workers", "4"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "n_workers: 4 worker processes need at least" in err and "use at most 3" in err
+    assert not out.exists()
+    config = build_config({"inputs": [str(tmp_path / "in")], "output": str(out), "quiet": True,
+                           "batch_processes": 100, "batch_inputs": 1})
+    with pytest.raises(ConfigError, match=r"batch_processes: 11 worker processes .* at most 3"):
+        pool_processes(build_plan(config), Executor(None), 12)
+    config = build_config({"inputs": [str(tmp_path / "in")], "output": str(out), "quiet": True,
+                           "batch_processes": 3, "batch_inputs": 1})
+    assert pool_processes(build_plan(config), Executor(None), 12) == 3

@@ -494,3 +494,17 @@ def test_reader_gone_stops_quietly(args, tiny_image, tmp_path):
         os.close(write)
     assert done.returncode == 141, done.stderr
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["segment", "a.png", "--overwite", "-o", "o.zarr"], "did you mean --overwrite?"),
+    (["segment", "a.png", "--random-sate=3", "-o", "o.zarr"], "did you mean --random-state?"),
+    (["info", "o.zarr", "--cvs"], "did you mean --csv?"),
+    (["segment", "a.png", "--zzzzzz", "-o", "o.zarr"], None),
+])
+def test_a_mistyped_option_gets_the_closest_one(argv, hint, capsys):
+    # Python 3.11's argparse said "unrecognized arguments: --overwite" and no more.
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("kmseg: error: unrecognized arguments: ")
+    assert (hint in line) if hint else ("did you mean" not in line)

@@ -109,6 +109,21 @@ def test_typed_values_from_text():
     assert config.valid_range == [-5.0, 5.0]
 
 
+def test_whole_numbers_in_scientific_notation(tmp_path):
+    # `--max-pixels 1e12` (the README gives the default as 10^11) and `sample: 1e5` in YAML,
+    # which reads 1e5 as text, were refused as "unable to parse string as an integer".
+    config = build_config({**BASE, "max_pixels": "1e12", "sample": "2.5E3"},
+                          environ={"KMSEG_RANDOM_STATE": "1e2"})
+    assert (config.max_pixels, config.sample, config.random_state) == (10**12, 2500, 100)
+    assert build_config(load_yaml(_job(tmp_path, "inputs: [a.png]\noutput: o.zarr\n"
+                                                 "max_pixels: 1e12\n")),
+                        environ={}).max_pixels == 10**12
+    with pytest.raises(ConfigError, match="sample"):
+        build_config({**BASE, "sample": "2.5e0"}, environ={})  # not a whole number
+    with pytest.raises(ConfigError, match="max_pixels"):
+        build_config({**BASE, "max_pixels": "1e-3"}, environ={})
+
+
 def test_yaml_input_alias_and_numbers_as_paths(tmp_path):
     job = _job(tmp_path, "input: a.png\noutput: o.zarr\narray_path: 0\n")
     config = build_config(load_yaml(job), environ={})

@@ -119,3 +119,27 @@ def test_feature_dtype():
     assert make_feature_spec(np.uint16, 1, (2, 2)).feature_dtype == np.float32
     assert make_feature_spec(np.float64, 1, (2, 2), data_range=(0, 1)).feature_dtype == np.float64
     assert make_feature_spec(np.int32, 1, (2, 2)).feature_dtype == np.float64
+
+
+@pytest.mark.parametrize("command", ["segment", "fit"])
+def test_float64_span_beyond_float64_is_one_line(tmp_path, capsys, command):
+    # -1e308..1.7e308: high - low overflowed to inf, every feature became 0 (two RuntimeWarnings,
+    # then "k=2 is larger than the 1 non-empty bins", which blamed k for the data).
+    from pipeline.cli import main
+
+    path = tmp_path / "extreme.npy"
+    np.save(path, np.array([[1e308, -1e308], [1.7e308, 0.0]]))
+    out = tmp_path / ("o.zarr" if command == "segment" else "m.json")
+    code = main([command, str(path), "-k", "2", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and str(path) in err and "beyond the float64 range" in err
+    assert "Warning" not in err and not out.exists()
+
+
+def test_span_problem_bounds():
+    from pipeline.features import span_problem
+
+    assert span_problem(-1e308, 1e308) is not None
+    assert span_problem(-8e307, 8e307) is None  # 1.6e308 is a float64
+    assert span_problem(-(2**63), 2**64 - 1) is None  # wide integers: Python ints

@@ -122,3 +122,52 @@ def test_csv_of_an_unfinished_output_is_refused(
     assert main(["info", str(out), "--csv"]) == 2
     err = capsys.readouterr().err
     assert str(out) in err and "did not finish" in err
+
+
+def test_plain_info_shows_each_class_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    # `kmseg info` showed pixels only; the physical sizes were in --csv and the report alone.
+    two_colour_slide(tmp_path / "slide.ome.tif")
+    volume = ct_volume(tmp_path / "ct.nii.gz")
+    for name in ("slide.ome.tif", "ct.nii.gz"):
+        out = str(tmp_path / f"{name}.zarr")
+        assert main(["segment", str(tmp_path / name), "-k", "2", "-o", out, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "slide.ome.tif.zarr")]) == 0
+    text = capsys.readouterr().out
+    red = 330 * 0.5 * 0.25  # µm²
+    assert f"330 px, {red:.4g} µm² ({red * 1e-6:.4g} mm²)" in text
+    assert main(["info", str(tmp_path / "ct.nii.gz.zarr")]) == 0
+    text = capsys.readouterr().out
+    tissue = int((volume == 40).sum()) * 2.5 * 0.8 * 0.8  # mm³
+    assert f"640 px, {tissue:.4g} mm³ ({tissue / 1000:.4g} mL)" in text
+
+
+def test_plain_info_of_a_photo_has_no_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    np.save(tmp_path / "photo.npy", np.repeat(np.array([[0, 200]], np.uint8), 6, axis=0))
+    out = str(tmp_path / "photo.zarr")
+    assert main(["segment", str(tmp_path / "photo.npy"), "-k", "2", "-o", out, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", out]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "cluster " in ln]
+    assert [ln.split(",")[0].strip() for ln in lines] == ["cluster 1: 6 px", "cluster 2: 6 px"]
+    assert all(", centre [" in ln and "µm" not in ln and "mm" not in ln for ln in lines)
+
+
+def test_csv_of_a_partial_batch_has_the_finished_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A batch with failed inputs (on_error: continue) was refused as "status incomplete",
+    # though `kmseg info` and the report show its finished images.
+    from pipeline.errors import KmsegWarning
+
+    two_colour_slide(tmp_path / "slide.ome.tif")
+    np.save(tmp_path / "flat.npy", np.full((6, 6), 7, np.uint8))  # one value: fails at k=2
+    out = str(tmp_path / "batch.zarr")
+    inputs = [str(tmp_path / "slide.ome.tif"), str(tmp_path / "flat.npy")]
+    assert main(["segment", *inputs, "-k", "2", "-o", out, "-q", "--on-error", "continue"]) == 3
+    with pytest.warns(KmsegWarning, match=r"1 input\(s\) failed and have no rows: .*flat\.npy"):
+        rows = read_rows(classes_csv(out))
+    assert sorted((r["image"], int(r["pixels"])) for r in rows) == [("slide", 330),
+                                                                     ("slide", 900)]

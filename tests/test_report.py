@@ -121,6 +121,19 @@ def test_write_replaces_only_its_own_reports(photo_output: tuple[str, Path], tmp
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".kmseg-report-")]
 
 
+def test_report_inside_a_zarr_store_is_refused(photo_output: tuple[str, Path], capsys) -> None:
+    # `-o OUT.zarr/r.html` wrote the page among the store's nodes; a later `segment
+    # --overwrite` of OUT.zarr then refused the store for holding an entry kmseg did not write.
+    out, _ = photo_output
+    before = sorted(os.listdir(out))
+    assert main(["report", out, "-o", os.path.join(out, "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inside the Zarr store" in err and "r.html" in err
+    assert main(["report", out, "-o", os.path.join(out, "labels", "r.html")]) == 2
+    assert sorted(os.listdir(out)) == before
+    assert not os.path.exists(os.path.join(out, "labels", "r.html"))
+
+
 def test_cli_report_default_path(photo_output: tuple[str, Path], capsys) -> None:
     out, _ = photo_output
     assert default_report_path(out) == out[: -len(".zarr")] + ".report.html"
@@ -358,3 +371,29 @@ def test_segment_writes_the_report_with_report_true(tmp_path):
     page = (tmp_path / "two.report.html").read_text()
     assert page.lstrip().lower().startswith("<!doctype html")
     assert "data:image/png;base64," in page
+
+
+def test_a_batch_page_shows_a_bounded_number_of_images_in_full(tmp_path, monkeypatch) -> None:
+    # Every image of a batch had its full section (pictures, plots, input previews): 300
+    # photos made a 330 MB page, all previews held in memory at once.
+    monkeypatch.setattr(report_data, "DETAILED_MAX", 2)
+    monkeypatch.setattr(report_data, "THUMBNAIL_READ_MAX", 40)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.roll(stripes(), 10 * i, axis=1)).save(folder / f"p{i}.png")
+    out = str(tmp_path / "batch.zarr")
+    assert main(["segment", str(folder), "-k", "3", "-o", out, "-q"]) == 0
+    (folder / "p3.png").unlink()  # an image shown in the table only: its input is not read
+    _, images = report_data.load_output(out)
+    assert [image.full for image in images] == [True, True, False, False]
+    for image in images[2:]:
+        [plane] = image.planes
+        assert plane.input is None and image.input_note is None
+        assert max(plane.recoloured.shape[:2]) <= 40
+    page = build_report(out)
+    assert page.count('<section class="image"') == 2
+    assert page.count("<tr><td><img") == 4  # every image has its row of the summary table
+    assert "The first 2 of the 4 images are shown in full" in page
+    assert f"kmseg report {out}/NAME" in page
+    assert page.count('href="#image-') == 2  # rows link to sections that exist only

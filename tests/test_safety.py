@@ -359,6 +359,14 @@ def test_check_output_refuses_a_missing_parent(tmp_path):
         check_output(str(tmp_path / "nowhere" / "o.zarr"), False, [])
 
 
+def test_check_output_names_a_parent_that_is_a_file(tmp_path):
+    # It said "the folder .../notes.txt does not exist" of a file that is there.
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(OutputError, match=r"notes\.txt is a file, not a folder"):
+        check_output(str(tmp_path / "notes.txt" / "o.zarr"), False, [])
+    assert (tmp_path / "notes.txt").read_text() == "x"
+
+
 # --- group names derived from input names ---------------------------------------------------
 
 _NAME = st.text(alphabet=string.printable + "é/\\.\x00", max_size=40)
@@ -381,6 +389,11 @@ def test_group_names_examples():
     assert output_name("/data/..") == "image"
     assert output_name("zarr.json.png") == "image_zarr.json"
     assert unique_names(["a/x.png", "b/x.png", "x_2.png", "X.png"]) == ["x", "x_2", "x_2_2", "X_3"]
+    # Accented letters kept their place as "_", and a first one was stripped: "sophagus".
+    assert output_name("/data/Ösophagus Magen.tif") == "Osophagus_Magen"
+    assert output_name("/data/ïmg ä.npy") == "img_a"
+    assert output_name("Ｆｕｌｌ.png") == "Full"  # full-width letters (compatibility forms)
+    assert output_name("日本.png") == "image"
 
 
 def test_url_outputs_are_locked_too():

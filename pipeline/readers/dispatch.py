@@ -166,7 +166,43 @@ def open_image(path: str, options: ReadOptions | None = None, **kwargs: Any) -> 
         raise InputError(path, f"pyramid level {options.level} out of range (the image has 1)")
     if options.series != 0 and not entry.series:
         raise InputError(path, f"series {options.series} out of range (the file has 1)")
-    return entry.open(path, options)
+    try:
+        return entry.open(path, options)
+    except InputError as exc:
+        found = _other_content(path, entry)
+        if found is None or exc.path != path:
+            raise
+        name, suffix = found
+        raise InputError(path, f"{exc.problem}; the file holds {name} data: rename it to end "
+                               f"in {suffix}") from None
+
+
+#: What a file's first bytes say it holds, for a file whose suffix names another format:
+#: (test, format, suffix to rename it to).
+_CONTENTS: tuple[tuple[Callable[[bytes], bool], str, str], ...] = (
+    (lambda head: head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"), "TIFF", ".tif"),
+    (lambda head: head[:8] == PNG_SIGNATURE, "PNG", ".png"),
+    (lambda head: head[:3] == b"\xff\xd8\xff", "JPEG", ".jpg"),
+    (lambda head: head[:2] == b"BM", "BMP", ".bmp"),
+    (lambda head: head[:6] == b"\x93NUMPY", "NumPy", ".npy"),
+    (lambda head: head[128:132] == b"DICM", "DICOM", ".dcm"),
+    (lambda head: head[:2] == b"\x1f\x8b", "gzip-compressed", ".nii.gz (if NIfTI)"),
+)
+
+
+def _other_content(path: str, entry: ReaderEntry) -> tuple[str, str] | None:
+    """``(format, suffix)`` of what a misnamed file holds (``("JPEG", ".jpg")`` for JPEG data
+    named ``.tif``), or None when its first bytes name no other format than its suffix."""
+    if is_url(path) or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError:
+        return None
+    if entry.magic is not None and entry.magic(head):
+        return None
+    return next(((name, suffix) for test, name, suffix in _CONTENTS if test(head)), None)
 
 
 def reader_for(path: str) -> ReaderEntry:
@@ -237,8 +273,12 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     """Expand globs and plain folders of images into a list of input paths.
 
     A glob expands to its sorted matches. A folder that is one image (Zarr store, DICOM series)
-    stays one input; any other folder expands to the images directly inside it, sorted, by
-    known suffix. URLs are kept as they are. Duplicates are dropped, first one kept.
+    stays one input; any other folder expands to the images directly inside it, sorted: files
+    of a known suffix and sub-folders that are one image (a Zarr store, a DICOM series, such as
+    one folder per patient). A DICOM series folder that also holds images of other formats
+    expands to the series (the folder) followed by those images, so that none is left out
+    unseen. URLs are kept as they are. Duplicates (also one file under several spellings or
+    through a symbolic link) are dropped, the first one kept.
     """
     out: list[str] = []
     for item in inputs:
@@ -257,20 +297,43 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
                 out.extend(_expand_folder(match))
             else:
                 out.append(match)
-    return list(dict.fromkeys(out))
+    return unique_inputs(out)
+
+
+def unique_inputs(paths: Sequence[str]) -> list[str]:
+    """``paths`` without repeats, the first spelling kept: one file under several spellings
+    (``a.png``, ``./a.png``, ``/abs/a.png``, a symbolic link to it) is one input; URLs are
+    compared as given."""
+    first: dict[str, str] = {}
+    for path in paths:
+        first.setdefault(path if is_url(path) else os.path.realpath(path), path)
+    return list(first.values())
 
 
 def _expand_folder(path: str) -> list[str]:
-    if folder_format(path) is not None:
+    kind = folder_format(path)
+    if kind == "zarr":
         return [path]
     images = [
-        os.path.join(path, name)
+        full
         for name in sorted(os.listdir(path))
-        if not name.startswith(".") and suffix_format(name) is not None
+        if not name.startswith(".")
+        and _is_other_image(full := os.path.join(path, name), name, in_series=kind == "dicom")
     ]
     for image in images:
         check_file_kind(image)
+    if kind == "dicom":
+        return [path, *images]
     if not images:
         raise InputError(path, "the folder holds no image of a known format")
     return images
 
+
+def _is_other_image(full: str, name: str, *, in_series: bool) -> bool:
+    """Whether a folder entry is an input of its own: a file of a known suffix (other than
+    DICOM when the folder is a DICOM series, whose files are the folder's one image), or a
+    sub-folder that is one image (a Zarr store or DICOM series)."""
+    fmt = suffix_format(name)
+    if fmt is not None:
+        return not (in_series and fmt == "dicom")
+    return os.path.isdir(full) and folder_format(full) is not None

@@ -31,7 +31,7 @@ from pipeline.errors import InputError
 from pipeline.paths import is_url
 from pipeline.readers.base import ImageSource, ReadOptions
 from pipeline.readers.common import LoadOnceCache, ReadError
-from pipeline.readers.dispatch import expand_inputs, open_image, suffix_format
+from pipeline.readers.dispatch import expand_inputs, open_image, suffix_format, unique_inputs
 
 #: Formats read from a local copy of the whole file.
 COPIED_FORMATS = ("tiff", "raster", "npy", "nifti", "dicom")
@@ -60,7 +60,7 @@ def expand_urls(inputs: Sequence[str]) -> list[str]:
             out.extend(f"{protocol}://{m}" for m in matches)
         else:
             out.extend(expand_inputs([item]))
-    return list(dict.fromkeys(out))
+    return unique_inputs(out)
 
 
 def open_input(path: str, options: ReadOptions | None = None, **kwargs: Any) -> ImageSource:

@@ -61,13 +61,20 @@ def write_report(store: str, html_path: str) -> str:
     InputError
         If ``store`` is not a complete kmseg output.
     OutputError
-        If ``html_path`` is something other than a kmseg report, or cannot be written.
+        If ``html_path`` is something other than a kmseg report, lies inside a Zarr store, or
+        cannot be written.
     """
     from pipeline.report.page import GENERATOR
 
     folder = os.path.dirname(os.path.abspath(html_path))
     if not os.path.isdir(folder):
         raise OutputError(f"{html_path}: the folder {folder} does not exist")
+    holder = _zarr_store_around(folder)
+    if holder is not None:
+        # The page would be a stray file among Zarr nodes: a later --overwrite of that output
+        # refuses the store as holding an entry kmseg did not write.
+        raise OutputError(f"{html_path}: lies inside the Zarr store {holder}; write the report "
+                          f"beside it (default {default_report_path(holder)})")
     exists = os.path.lexists(html_path)
     if exists and not (os.path.isfile(html_path) and _is_report(html_path, GENERATOR)):
         raise OutputError(
@@ -88,6 +95,20 @@ def write_report(store: str, html_path: str) -> str:
             f"{html_path}: cannot write the report ({exc.strerror or exc})"
         ) from None
     return html_path
+
+
+def _zarr_store_around(folder: str) -> str | None:
+    """The nearest Zarr store (a folder with Zarr metadata) that is ``folder`` or holds it."""
+    from pipeline.outputs import is_zarr_store
+
+    current = os.path.realpath(folder)
+    while True:
+        if is_zarr_store(current):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
 
 
 def _is_report(path: str, generator: str) -> bool:

@@ -29,6 +29,13 @@ PREVIEW_MAX = 1024
 INPUT_READ_LIMIT = 2**28
 #: Target bytes per chunk when reading the input for a preview.
 _READ_CHUNK_BYTES = 16 * 2**20
+#: A batch's page shows this many images in full (pictures, plots, class table); the others
+#: get their row of the summary table only (a thumbnail from the coarsest level, the class
+#: fractions), so that the page, and the memory that builds it, stay bounded for a folder of
+#: many images (300 photos made a 330 MB page).
+DETAILED_MAX = 32
+#: Longest side of the plane read for an image shown in the summary table only.
+THUMBNAIL_READ_MAX = 256
 
 
 @dataclass
@@ -67,6 +74,8 @@ class ImageData:
     level: int = 0
     level_shape: tuple[int, ...] = ()
     input_note: str | None = None
+    #: False for an image beyond :data:`DETAILED_MAX` of a batch: one small plane, no input.
+    full: bool = True
     #: Colours of labels 1..k, ``(k, 3)`` uint8, from the labels' ``image-label`` metadata (what
     #: napari and other NGFF viewers show); None when the metadata has none.
     label_rgb: np.ndarray | None = None
@@ -108,11 +117,12 @@ def load_output(path: str) -> tuple[dict[str, Any], list[ImageData]]:
         raise InputError(path, f"the job did not finish (status {meta.get('status')}); "
                          "nothing to report")
     images = []
-    for name, group in groups:
+    for index, (name, group) in enumerate(groups):
         image_meta = dict(group.attrs.get("kmseg", {}))
         if image_meta.get("status") != "complete":
             raise InputError(f"{path}/{name}", "the job did not finish for this image")
-        images.append(load_image(image_name(name, image_meta), group, image_meta))
+        images.append(load_image(image_name(name, image_meta), group, image_meta,
+                                 full=index < DETAILED_MAX))
     return meta, images
 
 
@@ -154,22 +164,30 @@ def stride(size: int, limit: int = PREVIEW_MAX) -> int:
     return max(1, math.ceil(size / limit))
 
 
-def load_image(name: str, group: zarr.Group, meta: dict[str, Any]) -> ImageData:
-    """Metadata, class records and previews of one image group of an output."""
-    data = ImageData(name=name, meta=meta, classes=class_records(meta))
+def load_image(name: str, group: zarr.Group, meta: dict[str, Any], *, full: bool = True
+               ) -> ImageData:
+    """Metadata, class records and previews of one image group of an output.
+
+    ``full=False``: only the first plane (the image, or a volume's axial mid-plane) of the
+    coarsest level, at most :data:`THUMBNAIL_READ_MAX` pixels a side, and no input.
+    """
+    data = ImageData(name=name, meta=meta, classes=class_records(meta), full=full)
     paths, scales = _level_paths(group)
     label_group = group["labels/clusters"]
     data.label_rgb = image_label_rgb(label_group.attrs.get("ome", {}), data.k)
     label_paths, _ = _level_paths(label_group)
     label_arrays = [label_group[p] for p in label_paths]
     spatial_ndim = label_arrays[0].ndim
-    level = choose_level([a.shape for a in label_arrays])
+    level = choose_level([a.shape for a in label_arrays]) if full else len(label_arrays) - 1
+    limit = PREVIEW_MAX if full else THUMBNAIL_READ_MAX
     image = group[paths[level]]
     labels = label_arrays[level]
     data.level, data.level_shape = level, tuple(labels.shape)
     spacing = [float(s) for s in scales[level][-spatial_ndim:]]
     factor = 2**level  # y and x of level ``level`` are level 0's taken every factor-th pixel
-    source, options, data.input_note = open_recorded_input(meta)
+    source, options = None, None
+    if full:
+        source, options, data.input_note = open_recorded_input(meta)
     with_channel = image.ndim > spatial_ndim
 
     def read(array: zarr.Array, key: tuple[Any, ...], channel: bool) -> np.ndarray:
@@ -177,7 +195,7 @@ def load_image(name: str, group: zarr.Group, meta: dict[str, Any]) -> ImageData:
         return np.moveaxis(values, 0, -1) if channel else values
 
     if spatial_ndim == 2:
-        step = stride(max(labels.shape))
+        step = stride(max(labels.shape), limit)
         key = (slice(None, None, step), slice(None, None, step))
         lab = read(labels, key, False)
         rec = read(image, key, with_channel)
@@ -190,7 +208,7 @@ def load_image(name: str, group: zarr.Group, meta: dict[str, Any]) -> ImageData:
         )
         return data
     depth, height, width = labels.shape
-    sz, sy = stride(depth), stride(max(height, width))
+    sz, sy = stride(depth, limit), stride(max(height, width), limit)
     mid = (depth // 2, height // 2, width // 2)
     views = [
         (f"axial (z = {mid[0]})", (mid[0], slice(None, None, sy), slice(None, None, sy)),
@@ -202,7 +220,7 @@ def load_image(name: str, group: zarr.Group, meta: dict[str, Any]) -> ImageData:
                                                mid[2]),
          (spacing[0] * sz, spacing[1] * sy)),
     ]
-    for title, key, plane_spacing in views:
+    for title, key, plane_spacing in views if full else views[:1]:
         lab = read(labels, key, False)
         rec = read(image, key, with_channel)
         inp = None

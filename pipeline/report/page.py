@@ -452,9 +452,10 @@ def summary_table(images: Sequence[ImageData], anchors: Sequence[str]) -> str:
             for i, r in enumerate(image.classes)
         )
         shape = " × ".join(str(s) for s in image.meta.get("input", {}).get("shape", []))
+        name = f'<a href="#{e(anchor)}">{e(image.name)}</a>' if image.full else e(image.name)
         rows.append(
             f"<tr><td>{_thumbnail(image)}</td>"
-            f'<td class="left"><a href="#{e(anchor)}">{e(image.name)}</a></td>'
+            f'<td class="left">{name}</td>'
             f"<td>{e(shape)}</td><td>{e(image.k)}</td><td>{e(image.meta.get('engine'))}</td>"
             f"<td>{fmt(image.meta.get('mse'))}</td>"
             f'<td class="left"><div class="stack">{parts}</div></td></tr>'
@@ -472,8 +473,16 @@ def build_page(store: str, root_meta: dict[str, Any], images: Sequence[ImageData
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     summary = summary_table(images, anchors) if len(images) > 1 else ""
     sections = "".join(
-        image_section(image, anchor) for image, anchor in zip(images, anchors, strict=True)
+        image_section(image, anchor)
+        for image, anchor in zip(images, anchors, strict=True) if image.full
     )
+    shown = sum(image.full for image in images)
+    if shown < len(images):
+        summary += (
+            f'<p class="notes">The first {shown} of the {len(images)} images are shown in full '
+            f"below; for any other, <code>kmseg report {e(store)}/NAME</code> writes its own page."
+            "</p>"
+        )
     count = f"{len(images)} images" if len(images) > 1 else "1 image"
     failed = [f for f in root_meta.get("failed") or [] if isinstance(f, dict)]
     if failed:  # a partial batch (on_error: continue)

@@ -139,6 +139,51 @@ def test_bad_cluster_blocks(block, message):
         build_config(BASE, {"cluster": "[1, 2]"})
 
 
+def test_block_without_kind_names_its_keys():
+    # {type: local} (a wrong key name) used to say "got None".
+    with pytest.raises(ConfigError, match=r"needs a 'kind' key \(it has type\)"):
+        validate_cluster({"type": "local"})
+
+
+@pytest.mark.parametrize("block, message", [
+    # LocalCluster divided its memory by the text: a TypeError, exit status 1.
+    ({"kind": "local", "n_workers": "two"}, r"local cluster refused the block's keys \(TypeError"),
+    # Unknown keys went on to the workers, whose processes each failed with a traceback.
+    ({"kind": "local", "processes": False, "bogus_key": 1}, "unknown keys .*: bogus_key"),
+    ({"kind": "local", "processes": False, "n_workers": 1, "scale": {"jobs": 2}},
+     r"refused the block's keys \(TypeError: .*jobs"),
+    # A million worker processes were started until the machine ran out of memory.
+    ({"kind": "local", "n_workers": 10**6}, r"n_workers: 1000000 worker processes need"),
+])
+def test_keys_a_cluster_class_refuses_are_one_config_line(tiny, tmp_path, capsys, block,
+                                                          message):
+    with pytest.raises(ConfigError, match=message), start_cluster(block):
+        pass
+    code = main(["segment", str(tiny), "-o", str(tmp_path / "o.zarr"), "-q",
+                 "--set", f"cluster={block}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "cluster" in err and "Traceback" not in err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_a_jobqueue_block_without_cores_is_one_config_line(monkeypatch):
+    fake = types.ModuleType("dask_jobqueue")
+
+    class NeedsCores:
+        def __init__(self, cores=None, memory=None, **kwargs):
+            if cores is None or memory is None:  # as dask-jobqueue's JobQueueCluster says it
+                raise ValueError("You must specify how much cores and memory per job you want "
+                                 "to use, for example:\ncluster = SLURMCluster(cores=...)")
+
+    fake.SLURMCluster = NeedsCores
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", fake)
+    with pytest.raises(ConfigError, match=r"slurm cluster refused .*cores and memory") as info, \
+            start_cluster({"kind": "slurm"}):
+        pass
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("kind, module", [("slurm", "dask_jobqueue"),
                                           ("kubernetes", "dask_kubernetes.operator"),
                                           ("gateway", "dask_gateway")])

@@ -464,3 +464,45 @@ def _(w: Workspace) -> Run:
     w.png("folder/b.png")
     out = str(folder / "y.zarr")  # the pattern matches the output: a rerun would read it
     return Run(segment(str(folder / "*"), "-k", "2", "-o", out), (out,))
+
+
+# --- trial 4: a hostile new user -------------------------------------------------------------
+
+
+@case("float64-span-beyond-float64")
+def _(w: Workspace) -> Run:
+    path = w.inputs / "extreme.npy"
+    np.save(path, np.array([[1e308, -1e308], [1.7e308, 0.0]]))
+    return Run(segment(str(path), "-k", "2", "-o", w.out), (str(path),))
+
+
+@case("cluster-local-n_workers-not-a-number")
+def _(w: Workspace) -> Run:
+    job = w.inputs / "job.yaml"
+    job.write_text(f"input: {w.image()}\noutput: {w.out}\n"
+                   "cluster: {kind: local, n_workers: two}\n")
+    return Run(["run", str(job), "-q"], ("cluster",))
+
+
+@case("cluster-local-unknown-key")
+def _(w: Workspace) -> Run:
+    job = w.inputs / "job.yaml"
+    job.write_text(f"input: {w.image()}\noutput: {w.out}\n"
+                   "cluster: {kind: local, processes: false, n_worker: 1}\n")
+    return Run(["run", str(job), "-q"], ("n_worker",))
+
+
+@case("cluster-block-without-kind")
+def _(w: Workspace) -> Run:
+    job = w.inputs / "job.yaml"
+    job.write_text(f"input: {w.image()}\noutput: {w.out}\ncluster: {{type: local}}\n")
+    return Run(["run", str(job), "-q"], (str(job),))
+
+
+@case("jpeg-named-tif")
+def _(w: Workspace) -> Run:
+    from PIL import Image
+
+    path = w.inputs / "scan.tif"
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(path, format="JPEG")
+    return Run(segment(str(path), "-k", "2", "-o", w.out), (str(path),))

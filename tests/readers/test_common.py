@@ -79,6 +79,46 @@ def test_read_error_names_file_and_pickles() -> None:
     assert (clone.path, clone.problem, str(clone)) == (error.path, error.problem, str(error))
 
 
+@dataclass(frozen=True, eq=False)
+class _ManyLinesReader(_ArrayReader):
+    def _read(self, box: tuple[slice, ...]) -> np.ndarray:
+        # pydicom's message when no decoder plugin can decode the pixel data.
+        raise RuntimeError("Unable to decode as exceptions were raised by all available "
+                           "plugins:\n  pillow: SIZ marker length must be at least 38\n")
+
+
+def test_read_error_of_a_many_line_library_message_is_one_line() -> None:
+    with pytest.raises(ReadError) as info:
+        _ManyLinesReader("/data/scan.dcm", np.zeros((4, 4)))[0:2, 0:2]
+    assert str(info.value) == (
+        "/data/scan.dcm: cannot read pixels: RuntimeError: Unable to decode as exceptions were "
+        "raised by all available plugins: pillow: SIZ marker length must be at least 38"
+    )
+    clone = pickle.loads(pickle.dumps(info.value))
+    assert str(clone) == str(info.value)
+
+
+def test_a_corrupt_compressed_dicom_is_one_error_line(tmp_path, capsys) -> None:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    from pipeline.cli import main
+
+    from .conftest import ct_slice, save_dicom
+
+    ds = ct_slice(np.zeros((8, 10), np.uint16), position=(0.0, 0.0, 0.0), series_uid="1.2.3",
+                  instance=1)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(100)])  # a cut J2K header
+    ds["PixelData"].VR = "OB"
+    path = save_dicom(ds, tmp_path / "scan.dcm")
+    assert main(["segment", str(path), "-k", "2", "-o", str(tmp_path / "o.zarr"), "-q"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    errors = [line for line in err if line.startswith("kmseg: error: ")]
+    assert len(errors) == 1 and "scan.dcm" in errors[0]
+    assert all(line.startswith("kmseg: ") for line in err), err  # no continuation lines
+
+
 def test_decode_cache_loads_once_under_contention() -> None:
     cache = DecodeCache(maxsize=1)
     calls = []

@@ -20,6 +20,7 @@ from pipeline.readers import dicom, expand_inputs, nifti, open_image, raster, ti
 from pipeline.readers.common import RegionReader
 from pipeline.readers.dispatch import READABLE_SUFFIXES, READERS, suffix_format
 from pipeline.readers.npy import NpyBlockReader
+from pipeline.readers.urls import expand_urls
 
 from .conftest import assert_reads
 
@@ -224,3 +225,84 @@ def test_relative_paths_survive_a_change_of_directory(
         monkeypatch.chdir(tmp_path.parent)
         array = source.to_dask((16, 16) if source.spatial_ndim == 2 else (1, 16, 16))
         assert array.compute().shape == source.shape
+
+
+def test_dicom_folder_with_other_images_leaves_none_out(
+    tmp_path: Path, rng: np.random.Generator, ct_series: Callable[..., tuple[Path, np.ndarray]]
+) -> None:
+    # A folder holding a DICOM series and images of other formats used to be read as the
+    # series alone, every other image left out without a word (exit status 0).
+    folder, hu = ct_series("mixed", n=3, shape=(20, 24))
+    grey = rng.integers(0, 255, (12, 16), dtype=np.uint8)
+    tifffile.imwrite(folder / "b.tif", grey)
+    Image.fromarray(grey).save(folder / "a.png")
+    (folder / "notes.txt").write_text("not an image")
+    got = expand_inputs([str(folder)])
+    assert got == [str(folder), str(folder / "a.png"), str(folder / "b.tif")]
+    assert open_image(got[0]).shape == hu.shape  # the folder is still read as the series
+    # A folder holding only the series stays one input, as before.
+    (folder / "a.png").unlink()
+    (folder / "b.tif").unlink()
+    assert expand_inputs([str(folder)]) == [str(folder)]
+
+
+def test_folder_of_series_folders_expands_to_each_series(
+    tmp_path: Path, ct_series: Callable[..., tuple[Path, np.ndarray]]
+) -> None:
+    # One folder per patient: each sub-folder that is one image is an input, as a Zarr store
+    # inside a folder of images already was; other sub-folders are not read.
+    study = tmp_path / "study"
+    study.mkdir()
+    first, hu1 = ct_series(folder=study / "case01", n=3, shape=(20, 24))
+    second, hu2 = ct_series(folder=study / "case02", n=2, shape=(16, 24))
+    (study / "notes").mkdir()
+    (study / "notes" / "a.txt").write_text("x")
+    got = expand_inputs([str(study)])
+    assert got == [str(first), str(second)]
+    assert [open_image(p).shape for p in got] == [hu1.shape, hu2.shape]
+
+
+@pytest.mark.parametrize("name, holds, suffix", [
+    ("scan.tif", "JPEG", ".jpg"),
+    ("scan.png", "TIFF", ".tif"),
+    ("scan.dcm", "NumPy", ".npy"),
+])
+def test_a_misnamed_file_names_what_it_holds(tmp_path: Path, rng: np.random.Generator, name: str,
+                                           holds: str, suffix: str) -> None:
+    # A JPEG named .tif was "not a TIFF file: header=b'\xff\xd8\xff\xe0'": true, but the user
+    # had to decode the bytes to learn it is a JPEG.
+    pixels = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    made = {"JPEG": tmp_path / "a.jpg", "TIFF": tmp_path / "a.tif", "NumPy": tmp_path / "a.npy"}
+    source = made[holds]
+    if holds == "JPEG":
+        Image.fromarray(pixels).save(source)
+    elif holds == "TIFF":
+        tifffile.imwrite(source, pixels, photometric="rgb")
+    else:
+        np.save(source, pixels)
+    target = tmp_path / name
+    shutil.copyfile(source, target)
+    with pytest.raises(InputError) as info:
+        open_image(str(target))
+    assert str(info.value).startswith(f"{target}: ")
+    assert str(info.value).endswith(f"the file holds {holds} data: rename it to end in {suffix}")
+    assert "\n" not in str(info.value)
+
+
+def test_a_corrupt_file_of_its_own_format_gets_no_rename_hint(tmp_path: Path) -> None:
+    path = tmp_path / "cut.tif"
+    path.write_bytes(b"II*\0" + bytes(4))
+    with pytest.raises(InputError) as info:
+        open_image(str(path))
+    assert "rename" not in str(info.value)
+
+
+def test_one_file_under_several_spellings_is_one_input(tmp_path: Path, rng: np.random.Generator,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # a.png ./a.png /abs/a.png were three inputs: the same image segmented three times.
+    Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "a.png")
+    os.symlink(tmp_path / "a.png", tmp_path / "link.png")
+    monkeypatch.chdir(tmp_path)
+    given = ["a.png", "./a.png", str(tmp_path / "a.png"), "link.png", "*.png", "."]
+    assert expand_inputs(given) == ["a.png"]
+    assert expand_urls(given) == ["a.png"]  # what the plan calls, item by item

@@ -1015,7 +1015,7 @@ def _result(config: JobConfig, w: Working, stat: np.ndarray, values: np.ndarray,
     inertia = float(stat[1, 1:].sum())
     n_valid = int(counts.sum())
     mse = inertia / n_valid if n_valid else float("nan")
-    centres_input = spec.to_input_units(fit.centres)
+    centres_input = fit.centres_input(spec)
     metadata = {
         "version": __version__,
         "status": "complete",

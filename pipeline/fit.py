@@ -36,6 +36,7 @@ from pipeline.batch import (
     merge_ranges,
 )
 from pipeline.engines import select_engine
+from pipeline.engines.base import centres_in_input_units
 from pipeline.engines.exact import ExactEngine
 from pipeline.engines.sample import canonical_rows, fit_sample, sample_size
 from pipeline.engines.table import merge_tables
@@ -130,7 +131,7 @@ def fit_model(plan: Plan, executor: Executor) -> Model:
         with _naming(first.job):
             fit = exact_engine.fit(table, first.image, spec, params)
         stats = fit.stats
-        centres = fit.centres
+        centres, means = fit.centres, fit.means
         inertia = float(stats[1, 1:].sum())
         n_pixels = int(stats[0, 1:].sum())
         counts = stats[0, 1:]
@@ -138,12 +139,13 @@ def fit_model(plan: Plan, executor: Executor) -> Model:
     else:
         centres, counts, inertia, n_pixels = _fit_pooled_sample(plan, config, executor, spec,
                                                                 pixels, pooled_range)
+        means = None
         engine_name = "sample"
     order = class_order(centres, config.label_order, colour_space=spec.colour_space,
                         n_value_features=spec.n_value_features, counts=counts)
     centres = np.asarray(centres)[order]
     return Model(
-        centres=spec.to_input_units(centres),
+        centres=centres_in_input_units(spec, centres, None if means is None else means[order]),
         centres_features=centres,
         dtype=str(first.source.dtype),
         n_channels=first.source.n_channels,

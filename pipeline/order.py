@@ -141,8 +141,8 @@ class RelabelledLabeller:
 def reorder_fit(fit: Any, order: np.ndarray) -> Any:
     """A :class:`~pipeline.engines.base.FitResult` with its classes renumbered by ``order``.
 
-    Centres, exact centre values and the per-label statistics are permuted; the labeller is
-    wrapped so that the labels it writes follow the new numbering (no-data stays 0).
+    Centres, exact centre values and means and the per-label statistics are permuted; the
+    labeller is wrapped so that the labels it writes follow the new numbering (no-data stays 0).
     """
     import dataclasses
 
@@ -158,7 +158,8 @@ def reorder_fit(fit: Any, order: np.ndarray) -> Any:
     if labeller is not None:
         labeller = RelabelledLabeller(labeller, relabel_table(order, label_dtype(len(order))))
     values = None if fit.values is None else np.asarray(fit.values)[order]
+    means = None if fit.means is None else np.asarray(fit.means)[order]
     return dataclasses.replace(
         fit, centres=np.asarray(fit.centres)[order], stats=stats, labeller=labeller,
-        values=values,
+        values=values, means=means,
     )

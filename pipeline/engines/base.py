@@ -77,6 +77,10 @@ class FitResult:
         ``(k, n_value_features)`` centres in input units, in the input's integer dtype, exact
         (each cluster's mean computed from the table in integer offsets, rounded): what the
         recoloured image holds. ``None``: the centres converted from feature units are used.
+    means : ndarray or None
+        ``(k, n_value_features)`` float64 centres in input units computed from the table's
+        values (no feature scaling on the way: a cluster of one value gives that value), NaN
+        for an empty cluster; ``None``: the centres converted from feature units are used.
     info : dict
         Engine-specific facts recorded in the output metadata.
     """
@@ -88,7 +92,22 @@ class FitResult:
     labeller: Any = None
     stats: np.ndarray | None = None
     values: np.ndarray | None = None
+    means: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    def centres_input(self, spec: Any) -> np.ndarray:
+        """Centres in input units (see :func:`centres_in_input_units`)."""
+        return centres_in_input_units(spec, self.centres, self.means)
+
+
+def centres_in_input_units(spec: Any, centres: np.ndarray, means: np.ndarray | None) -> np.ndarray:
+    """Centres in input units, float64 ``(k, n_value_features)``: ``means`` where known (not
+    NaN), else ``centres`` (feature units) converted by ``spec``, a
+    :class:`~pipeline.features.FeatureSpec`."""
+    converted = spec.to_input_units(centres)
+    if means is None:
+        return converted
+    return np.where(np.isnan(means), converted, means)
 
 
 class Engine(Protocol):

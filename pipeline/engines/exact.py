@@ -65,15 +65,17 @@ def _cluster_offsets(bits, labels, weights, sign, start, sums, total):  # pragma
             sums[j, f] += weights[i] * offset
 
 
-def exact_values(
+def exact_means(
     table: ValueTable, codec: ValueCodec, labels: np.ndarray, k: int
-) -> np.ndarray:
-    """Each cluster's mean value in input units, rounded, in the input's dtype, exactly.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's mean value in input units: as float64 and rounded to the input's dtype.
 
     Means are taken as ``v0 + sum(w (v - v0)) / sum(w)`` with ``v0`` the cluster's smallest
     value and the offsets ``v - v0`` formed in 64-bit integers, so a cluster of one distinct
-    value gives that value exactly for every integer dtype (int64/uint64 beyond 2^53
-    included); a cluster of several values is exact up to float64 rounding of its offsets.
+    value gives that value exactly for every integer dtype (the rounded mean also for
+    int64/uint64 beyond 2^53); a cluster of several values is exact up to float64 rounding of
+    its offsets. Centres converted back from features would add the features' rounding
+    (float32 up to 16 bits: a class of 0s had the centre -7.63e-06).
 
     Parameters
     ----------
@@ -85,7 +87,10 @@ def exact_values(
 
     Returns
     -------
-    ndarray, shape (k, n_value_features), the input dtype
+    means : ndarray of float64, shape (k, n_value_features)
+        NaN for a cluster without values.
+    values : ndarray, shape (k, n_value_features), the input dtype
+        The means rounded to the nearest integer (0 for a cluster without values).
     """
     dtype = codec.dtype
     values = codec.unpack(table.keys)
@@ -98,11 +103,13 @@ def exact_values(
     _cluster_offsets(wide.view(np.uint64), np.ascontiguousarray(labels, dtype=np.intp),
                      table.counts.astype(np.float64), sign, start, sums, total)
     out = np.zeros((k, wide.shape[1]), dtype=wide.dtype)
+    means = np.full((k, wide.shape[1]), np.nan)
     held = total > 0
     for c in range(wide.shape[1]):
-        step = np.rint(sums[held, c] / total[held]).astype(np.uint64)
-        out[held, c] = (start[held, c] + step).view(wide.dtype)
-    return out.astype(dtype)
+        offset = sums[held, c] / total[held]
+        out[held, c] = (start[held, c] + np.rint(offset).astype(np.uint64)).view(wide.dtype)
+        means[held, c] = start[held, c].view(wide.dtype).astype(np.float64) + offset
+    return means, out.astype(dtype)
 
 
 class ExactEngine:
@@ -171,7 +178,8 @@ class ExactEngine:
         stats[1, 1:] = np.bincount(labels, weights=w * dist, minlength=k)
         info.update(objective=cost / max(summary.n_pixels, 1),
                     fit_s=round(time.perf_counter() - start, 3))
-        values = exact_values(summary, codec, labels, k) if spec.colour_space == "rgb" else None
+        means, values = (exact_means(summary, codec, labels, k) if spec.colour_space == "rgb"
+                         else (None, None))
         return FitResult(
             centres=np.asarray(centres, dtype=np.float64),
             engine=self.name,
@@ -181,6 +189,7 @@ class ExactEngine:
                                           summary.n_pixels + summary.no_data),
             stats=stats,
             values=values,
+            means=means,
             info=info,
         )
 

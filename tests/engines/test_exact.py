@@ -141,3 +141,42 @@ def test_wide_integer_values_are_exact_and_too_many_fall_back(monkeypatch):
     spec = make_feature_spec(np.int64, 1, noisy.shape, data_range=(0, 2**40))
     capped = run_engine(ExactEngine(max_distinct=100), noisy, spec, FitParams(k=3, n_init=2))
     assert capped.engine == "dask-ml" and "fallback" in capped.info
+
+
+def _class_means(image: np.ndarray, labels: np.ndarray, k: int) -> list[list[float]]:
+    """Each label's mean value per channel, from the generated array (exact sums: Python
+    integers, one division)."""
+    values = image.reshape(labels.size, -1).astype(np.int64)
+    flat = labels.reshape(-1)
+    return [[int(values[flat == j, c].sum()) / int((flat == j).sum())
+             for c in range(values.shape[1])] for j in range(1, k + 1)]
+
+
+def test_centres_in_input_units_are_the_exact_class_means(tmp_path):
+    """An int16 volume of four values at k=3 and an 8-bit RGB image of three pure colours:
+    a class of one value has that value as its centre exactly (it was -7.63e-06 for 0 and
+    255.00000000000006 for 255), a class of several values its mean to float64 rounding (a
+    mean of 148.38540 was 148.38502: the features are float32)."""
+    import zarr
+
+    import pipeline
+
+    rng = np.random.default_rng(5)
+    volume = rng.choice(np.array([0, 100, 200, 300], dtype=np.int16), (30, 40, 20),
+                        p=[0.4, 0.3, 0.2, 0.1])
+    rgb = np.zeros((30, 30, 3), dtype=np.uint8)
+    rgb[:10] = 255
+    rgb[10:18] = (10, 200, 30)
+    rgb[18:19, :7] = (10, 201, 31)
+    for name, image, k in (("volume", volume, 3), ("rgb", rgb, 3)):
+        out = tmp_path / f"{name}.zarr"
+        [result] = pipeline.segment(image, str(out), k=k, quiet=True)
+        assert result.engine == "exact"
+        labels = np.asarray(zarr.open_group(str(out), mode="r")["labels/clusters/0"])
+        expected = _class_means(image, labels, k)
+        assert result.metadata["centres"] == expected
+        np.testing.assert_array_equal(result.centres, expected)
+    assert sorted(map(tuple, result.metadata["centres"]))[0] == (0.0, 0.0, 0.0)
+
+    model = pipeline.fit([volume, volume[::-1]], k=3)
+    assert sorted(model.centres[:, 0])[:2] == [0.0, 100.0]

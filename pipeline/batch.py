@@ -523,12 +523,38 @@ def _one_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _naming(job: InputJob) -> Iterator[None]:
-    """Re-raise errors of engines and feature specs, which know no path, naming the input."""
+def _naming(job: InputJob, mask: Any = None) -> Iterator[None]:
+    """Re-raise errors of engines and feature specs, which know no path, naming the input (and
+    ``mask``, a :class:`~pipeline.mask.Mask`, when too few values are left inside it)."""
     try:
         yield
     except (TooFewValues, ConfigError) as exc:
-        raise InputError(job.path, str(exc)) from None
+        raise InputError(job.path, _problem(exc, mask)) from None
+
+
+def _problem(exc: Exception, mask: Any) -> str:
+    if not isinstance(exc, TooFewValues) or mask is None:
+        return str(exc)
+    if exc.n_distinct == 0:
+        return f"no pixel inside {_mask_name(mask)} has data"
+    return (f"k={exc.k} is larger than the {exc.n_distinct} distinct value(s) inside "
+            f"{_mask_name(mask)}")
+
+
+def _mask_name(mask: Any) -> str:
+    """How messages name a :class:`~pipeline.mask.Mask`."""
+    return (f"the mask {mask.source}" if mask.method == "file"
+            else f"the automatic mask ({mask.method})")
+
+
+def _no_data(w: Working) -> str:
+    """Why no pixel of ``w`` has data: the rules that mark pixels as no data, and its mask."""
+    plain = w.unmasked[1] if w.unmasked is not None else w.spec
+    rules = "; ".join(plain.no_data_rules)
+    if w.mask is not None:
+        return f"no pixel inside {_mask_name(w.mask)} has data" + (
+            f" (no data: {rules})" if rules else "")
+    return f"no pixel has data (no data: {rules or 'no pixels'})"
 
 
 def _live(window: list[Working]) -> list[Working]:
@@ -555,7 +581,7 @@ def _isolated(w: Working, config: JobConfig) -> Iterator[None]:
     """One input's step: its errors name it and are recorded on it (:func:`_failed`), except
     output errors, which end the job."""
     try:
-        with _naming(w.job):
+        with _naming(w.job, w.mask):
             yield
     except OutputError:
         raise
@@ -775,8 +801,7 @@ def _data_ranges(window: list[Working], config: JobConfig, executor: Executor,
                      "finding data ranges")
     for w, value in found:
         if value is None:
-            rules = "; ".join(w.spec.no_data_rules) or "no pixels"
-            _failed(w, InputError(w.job.path, f"no pixel has data (no data: {rules})"), config)
+            _failed(w, InputError(w.job.path, _no_data(w)), config)
             continue
         if (problem := span_problem(*value)) is not None:
             _failed(w, InputError(w.job.path, problem), config)
@@ -841,7 +866,7 @@ def _fit(window: list[Working], config: JobConfig, executor: Executor) -> None:
 def _catch(w: Working, step) -> BaseException | None:
     """``step(w)`` in a thread: the error it raised (named after the input), or None."""
     try:
-        with _naming(w.job):
+        with _naming(w.job, w.mask):
             step(w)
     except Exception as exc:
         return exc

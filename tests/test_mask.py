@@ -415,3 +415,30 @@ def test_batch_with_a_mask_folder_and_a_model(tmp_path, rng):
             meta = zarr.open_group(str(store / name)).attrs["kmseg"]
             assert meta["pixels_without_data"] == int((~truth).sum())
             assert meta["mask"]["fraction"] == pytest.approx(truth.mean())
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_mask_leaving_too_few_values_is_named(tmp_path, capsys, dtype):
+    """A mask that leaves no pixel, or fewer distinct values than k, is one line naming the
+    mask (it blamed k and 'the image')."""
+    import tifffile
+
+    from pipeline.cli import main
+
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, (np.arange(64 * 64) % 250).astype(dtype).reshape(64, 64))
+    empty, corner = tmp_path / "empty.tif", tmp_path / "corner.tif"
+    tifffile.imwrite(empty, np.zeros((64, 64), np.uint8))
+    inside = np.zeros((64, 64), np.uint8)
+    inside[:2, :2] = 1  # four pixels, four distinct values
+    tifffile.imwrite(corner, inside)
+    nothing = f"no pixel inside the mask {empty} has data" + (
+        " (no data: NaN or infinite value)" if dtype == np.float32 else "")
+    for mask, k, problem in ((empty, 3, nothing),
+                             (corner, 5, f"k=5 is larger than the 4 distinct value(s) inside "
+                                         f"the mask {corner}")):
+        status = main(["segment", str(image), "-k", str(k), "--mask", str(mask),
+                       "-o", str(tmp_path / f"{mask.stem}.zarr"), "-q"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2
+        assert err == [f"kmseg: error: {image}: {problem}"]

@@ -67,10 +67,12 @@ from pipeline.io.ngff import (
     Node,
     SpatialMeta,
     create_nodes,
+    hold_back_ome,
     image_pyramid_nodes,
     label_colours,
     label_pyramid_nodes,
     labels_group_node,
+    merge_updates,
     omero_for,
 )
 from pipeline.io.pyramid import n_levels
@@ -929,6 +931,7 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
     measured: dict[int, Any] = {}
 
     nodes: dict[int, list[Node]] = {}
+    held_back: dict[int, list[Node]] = {}  # NGFF attributes, written with "status": "complete"
     counting: dict[int, Any] = {}
 
     def build(w: Working) -> None:
@@ -966,7 +969,7 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
         own += label_pyramid_nodes(path, labels, spatial, levels,
                                    label_colours(_display_rgb(w.spec, centres)))
         own += mask_nodes
-        nodes[id(w)] = own
+        nodes[id(w)], held_back[id(w)] = hold_back_ome(own)
         measured[id(w)] = class_value_stats(plain, labels, plain_spec.channels, len(centres))
         stats[id(w)] = (w.fit.stats if w.fit.stats is not None
                         else cluster_stats(w.image, labels, w.spec, centres))
@@ -992,10 +995,12 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
         inside = int(value[-1]) if w.mask is not None and w.mask.fraction is None else None
         result = _result(config, w, np.asarray(stat), np.asarray(values),
                          warn.for_input(lines, w.job.path, paths), inside)
+        finished += held_back[id(w)]
         finished.append(Node(w.job.group or "", {"kmseg": result.metadata}, update=True))
         results[w.job.name] = result
-    # Written last, once every pixel is: each input's "status": "complete" (one round trip).
-    create_nodes(lazy_root.get(), finished)
+    # Written last, once every pixel is: each input's NGFF attributes (a viewer finds no image
+    # before) and "status": "complete", in one round trip.
+    create_nodes(lazy_root.get(), merge_updates(finished))
 
 
 def data_range(image: da.Array, spec: FeatureSpec, split_every: int = 16):

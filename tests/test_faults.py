@@ -104,6 +104,9 @@ def test_interrupted_then_rerun(image, reference, tmp_path, point, sig):
     assert output_status(str(out)) in (None, "incomplete")
     if output_status(str(out)) is None:
         assert not (out / "zarr.json").exists()
+    # An unfinished output is no OME-Zarr image to a viewer: its NGFF attributes come last.
+    for document in out.rglob("zarr.json"):
+        assert "ome" not in json.loads(document.read_text()).get("attributes", {}), document
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL
         assert current_holder(str(out)) is None  # the lock file may stay; nobody holds it
@@ -123,6 +126,10 @@ def test_interrupted_then_rerun(image, reference, tmp_path, point, sig):
     assert not os.path.exists(lock_path(str(out)))
     np.testing.assert_array_equal(labels(out), reference)
     assert sha256(image) == before
+    ome = [json.loads((out / name / "zarr.json").read_text())["attributes"]["ome"]
+           for name in ("", "labels", "labels/clusters")]
+    assert "multiscales" in ome[0] and ome[1]["labels"] == ["clusters"]
+    assert "image-label" in ome[2]
 
 
 def test_second_writer_fails_at_once_and_the_first_completes(image, reference, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import zarr
 
 from pipeline import segment
@@ -88,3 +89,24 @@ def test_mean_2x2_against_float_reference(rng):
     got = downsample_image(da.from_array(image, chunks=(3, 5))).compute()
     assert np.isnan(got[0, 0])
     np.testing.assert_allclose(got[1, 1], np.nanmean(image[2:4, 2:4]), rtol=1e-6)
+
+
+def test_ngff_attributes_are_held_back_and_merged_per_group():
+    from pipeline.io.ngff import Node, hold_back_ome, merge_updates
+
+    nodes = [Node("", {"kmseg": {"status": "incomplete"}, "ome": {"multiscales": []}},
+                  update=True),
+             Node("labels", {"ome": {"labels": ["clusters"]}}),
+             Node("0", {}, array={"shape": (2, 2)})]
+    created, ome = hold_back_ome(nodes)
+    assert [n.attributes for n in created] == [{"kmseg": {"status": "incomplete"}}, {}, {}]
+    assert [n.array for n in created] == [None, None, {"shape": (2, 2)}]
+    assert [(n.path, n.attributes, n.update) for n in ome] == [
+        ("", {"ome": {"multiscales": []}}, True), ("labels", {"ome": {"labels": ["clusters"]}},
+                                                   True)]
+    final = merge_updates([*ome, Node("", {"kmseg": {"status": "complete"}}, update=True)])
+    assert [(n.path, n.attributes) for n in final] == [
+        ("", {"ome": {"multiscales": []}, "kmseg": {"status": "complete"}}),
+        ("labels", {"ome": {"labels": ["clusters"]}})]
+    with pytest.raises(ValueError, match="update nodes only"):
+        merge_updates([Node("labels", {})])

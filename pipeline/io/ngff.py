@@ -13,6 +13,7 @@ Dask objects and never compute (``compute=False`` in ome-zarr's terms).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -434,6 +435,44 @@ def _metadata(node: Node) -> Any:
     meta = _array_metadata(tuple(args["shape"]), np.dtype(args["dtype"]).str,
                            tuple(args["chunks"]), tuple(args["dimension_names"]))
     return meta.update_attributes(node.attributes) if node.attributes else meta
+
+
+def hold_back_ome(nodes: Sequence[Node]) -> tuple[list[Node], list[Node]]:
+    """``nodes`` without their NGFF ``ome`` attributes, and the group updates that add them.
+
+    Written after every pixel, those updates make the groups OME-Zarr images and label images
+    only once complete: a viewer (napari-ome-zarr, OMERO, vizarr) finds no image in an output
+    that a killed job left unfinished, rather than showing its unwritten chunks as data.
+
+    Returns
+    -------
+    created : list of Node
+        ``nodes``, each group's attributes without ``ome``.
+    ome : list of Node
+        One ``update`` node per group that had ``ome``, with only that key.
+    """
+    created, ome = [], []
+    for node in nodes:
+        if "ome" not in node.attributes:
+            created.append(node)
+            continue
+        rest = {key: value for key, value in node.attributes.items() if key != "ome"}
+        created.append(dataclasses.replace(node, attributes=rest))
+        ome.append(Node(node.path, {"ome": node.attributes["ome"]}, update=True))
+    return created, ome
+
+
+def merge_updates(nodes: Sequence[Node]) -> list[Node]:
+    """``update`` nodes with one node per path, attributes merged in order (the updates of one
+    group must not run concurrently: each rewrites the group's whole document)."""
+    merged: dict[str, Node] = {}
+    for node in nodes:
+        if not node.update:
+            raise ValueError(f"merge_updates takes update nodes only, not {node.path!r}")
+        before = merged.get(node.path)
+        merged[node.path] = node if before is None else dataclasses.replace(
+            before, attributes={**before.attributes, **node.attributes})
+    return list(merged.values())
 
 
 def create_nodes(root: zarr.Group, nodes: Sequence[Node]) -> list[Any]:

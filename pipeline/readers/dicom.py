@@ -170,10 +170,23 @@ def _check_pixel_element(path: str, fh: Any, ds: Dataset) -> Any:
     return _PIXEL_TAGS[tag]
 
 
-def _scan_folder(
-    folder: str, series: int
-) -> tuple[list[str], list[tuple[Dataset, Any]], dict[str, Any]]:
-    """Headers of the chosen series among the DICOM files directly in ``folder``."""
+def single_file_series(folder: str) -> list[str] | None:
+    """The DICOM files of ``folder`` when it holds several series of one file each (a folder of
+    radiographs or mammograms: every file its own image), else ``None``.
+
+    Raises
+    ------
+    InputError
+        A file with a DICOM suffix that cannot be read as DICOM, or no DICOM file at all.
+    """
+    groups = _series_groups(folder)
+    if len(groups) < 2 or any(len(files) > 1 for files in groups.values()):
+        return None
+    return sorted(os.path.join(folder, files[0][0]) for files in groups.values())
+
+
+def _series_groups(folder: str) -> dict[str, list[tuple[str, tuple[Dataset, Any]]]]:
+    """The DICOM files directly in ``folder`` with their headers, by SeriesInstanceUID."""
     groups: dict[str, list[tuple[str, tuple[Dataset, Any]]]] = {}
     for name in sorted(os.listdir(folder)):
         full = os.path.join(folder, name)
@@ -191,6 +204,14 @@ def _scan_folder(
             )
     if not groups:
         raise InputError(folder, "the folder holds no DICOM image")
+    return groups
+
+
+def _scan_folder(
+    folder: str, series: int
+) -> tuple[list[str], list[tuple[Dataset, Any]], dict[str, Any]]:
+    """Headers of the chosen series among the DICOM files directly in ``folder``."""
+    groups = _series_groups(folder)
 
     def series_key(uid: str) -> tuple[float, str]:
         number = groups[uid][0][1][0].get("SeriesNumber")

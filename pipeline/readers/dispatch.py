@@ -277,8 +277,9 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     of a known suffix and sub-folders that are one image (a Zarr store, a DICOM series, such as
     one folder per patient). A DICOM series folder that also holds images of other formats
     expands to the series (the folder) followed by those images, so that none is left out
-    unseen. URLs are kept as they are. Duplicates (also one file under several spellings or
-    through a symbolic link) are dropped, the first one kept.
+    unseen; a folder of DICOM files that are each their own series (radiographs, mammograms)
+    expands to each file. URLs are kept as they are. Duplicates (also one file under several
+    spellings or through a symbolic link) are dropped, the first one kept.
     """
     out: list[str] = []
     for item in inputs:
@@ -323,7 +324,9 @@ def _expand_folder(path: str) -> list[str]:
     for image in images:
         check_file_kind(image)
     if kind == "dicom":
-        return [path, *images]
+        from pipeline.readers.dicom import single_file_series  # imports pydicom
+
+        return [*(single_file_series(path) or [path]), *images]
     if not images:
         raise InputError(path, "the folder holds no image of a known format")
     return images

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import tifffile
 import zarr
@@ -22,7 +23,7 @@ from pipeline.readers.dispatch import READABLE_SUFFIXES, READERS, suffix_format
 from pipeline.readers.npy import NpyBlockReader
 from pipeline.readers.urls import expand_urls
 
-from .conftest import assert_reads
+from .conftest import assert_reads, save_dicom
 
 
 @pytest.fixture
@@ -306,3 +307,27 @@ def test_one_file_under_several_spellings_is_one_input(tmp_path: Path, rng: np.r
     given = ["a.png", "./a.png", str(tmp_path / "a.png"), "link.png", "*.png", "."]
     assert expand_inputs(given) == ["a.png"]
     assert expand_urls(given) == ["a.png"]  # what the plan calls, item by item
+
+
+def test_folder_of_single_file_series_expands_to_each_file(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    # Radiographs (CR, DX, mammograms) are each their own series of one file: a folder of them
+    # used to be read as its first series with a warning, every other radiograph skipped.
+    from ._dicom_make import grey_slice
+
+    folder = tmp_path / "radiographs"
+    folder.mkdir()
+    stored = [rng.integers(0, 4095, shape, dtype=np.uint16) for shape in ((20, 24), (18, 30),
+                                                                          (20, 24))]
+    for name, values in zip(("b.dcm", "a.dcm", "c"), stored, strict=True):
+        save_dicom(grey_slice(values, position=None, slope=None, Modality="DX"), folder / name)
+    got = expand_inputs([str(folder)])
+    assert got == [str(folder / "a.dcm"), str(folder / "b.dcm"), str(folder / "c")]
+    for path, values in zip(got, (stored[1], stored[0], stored[2]), strict=True):
+        np.testing.assert_array_equal(open_image(path).to_dask(values.shape).compute(), values)
+    # Two files of one series stay one input (the folder), as a CT series does.
+    save_dicom(grey_slice(stored[0], position=None, slope=None, instance=2,
+                          series_uid=str(pydicom.dcmread(folder / "a.dcm").SeriesInstanceUID)),
+               folder / "d.dcm")
+    assert expand_inputs([str(folder)]) == [str(folder)]

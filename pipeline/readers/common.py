@@ -6,13 +6,14 @@ import math
 import operator
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, KmsegWarning
 from pipeline.paths import is_url
 from pipeline.readers.orientation import AS_STORED, Orientation
 
@@ -35,6 +36,8 @@ _UNIT_ALIASES = {
     "cm": "centimeter",
     "meter": "meter",
     "m": "meter",
+    "kilometer": "kilometer",
+    "km": "kilometer",
     "inch": "inch",
     "in": "inch",
 }
@@ -47,8 +50,12 @@ _UNIT_METERS = {
     "millimeter": 1e-3,
     "centimeter": 1e-2,
     "meter": 1.0,
+    "kilometer": 1e3,
     "inch": 0.0254,
 }
+
+#: Spellings of "no physical unit": the spacing is in pixels.
+_PIXEL_UNITS = frozenset({"", "pixel", "pixels", "px", "none"})
 
 
 class ReadError(InputError):
@@ -172,6 +179,20 @@ def normalize_unit(unit: object) -> str | None:
     if unit is None:
         return None
     return _UNIT_ALIASES.get(str(unit).strip().lower())
+
+
+def length_unit(unit: object, path: str, what: str) -> str | None:
+    """:func:`normalize_unit`, with a :class:`~pipeline.errors.KmsegWarning` naming ``path``
+    when ``unit`` is given but is no length unit kmseg knows (its physical size is then not
+    used: ImageJ's ``A``, a typo), rather than dropping it without a word.
+
+    ``what`` names where the unit was found (``"ImageJ unit"``, ``"OME PhysicalSizeXUnit"``).
+    """
+    name = normalize_unit(unit)
+    if name is None and unit is not None and str(unit).strip().lower() not in _PIXEL_UNITS:
+        warnings.warn(f"{path}: {what} {str(unit)!r} is no length unit kmseg knows; that "
+                      "physical size is not used", KmsegWarning, stacklevel=2)
+    return name
 
 
 def common_unit(

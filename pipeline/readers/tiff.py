@@ -31,9 +31,9 @@ from pipeline.readers.common import (
     color_names,
     common_unit,
     file_stamp,
+    length_unit,
     local_path,
     mapped_key,
-    normalize_unit,
     pixel_dtype,
     present_chunks,
     to_presented,
@@ -370,7 +370,7 @@ def _physical(
     units: dict[str, str | None] = {}
     names: tuple[str, ...] = ()
     if tif.is_ome and tif.ome_metadata:
-        sizes, units, names = _ome_physical(tif.ome_metadata, series)
+        sizes, units, names = _ome_physical(tif.ome_metadata, series, tif.filehandle.path)
     elif tif.is_svs:
         if series != 0:  # MPP describes the baseline image, not thumbnail, label or macro
             return (1.0,) * len(spatial), None, ()
@@ -381,7 +381,7 @@ def _physical(
             units = {"Y": "micrometer", "X": "micrometer"}
     elif tif.is_imagej:
         meta = tif.imagej_metadata or {}
-        unit = normalize_unit(meta.get("unit"))
+        unit = length_unit(meta.get("unit"), tif.filehandle.path, "ImageJ unit")
         if unit is not None:
             xres, yres = page.resolution
             if xres > 0 and yres > 0:
@@ -403,7 +403,7 @@ def _physical(
 
 
 def _ome_physical(
-    xml: str, series: int
+    xml: str, series: int, path: str
 ) -> tuple[dict[str, float], dict[str, str | None], tuple[str, ...]]:
     try:
         root = ET.fromstring(xml)
@@ -423,9 +423,11 @@ def _ome_physical(
             size = float(value) if value is not None else 0.0
         except ValueError:
             size = 0.0
-        if size > 0:
+        unit = length_unit(pixels.get(f"PhysicalSize{ax}Unit", "µm"), path,
+                           f"OME PhysicalSize{ax}Unit")
+        if size > 0 and unit is not None:
             sizes[ax] = size
-            units[ax] = normalize_unit(pixels.get(f"PhysicalSize{ax}Unit", "µm"))
+            units[ax] = unit
     channels = [el for el in pixels if el.tag.endswith("Channel")]
     labels = tuple(el.get("Name") or "" for el in channels)
     names = labels if labels and all(labels) else ()

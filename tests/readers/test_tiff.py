@@ -460,3 +460,24 @@ def test_orientation_of_a_page_stack(tmp_path: Path, rng: np.random.Generator) -
     assert source.axes == "zyx" and source.shape == (5, 40, 30)
     expected = np.stack([displayed(plane, 6) for plane in stored])
     assert_reads(source, expected)
+
+
+def test_imagej_units_kilometre_pixel_and_unknown(tmp_path: Path) -> None:
+    """ImageJ units: ``km`` is kilometre, ``pixel`` means no unit, and a unit kmseg does not
+    know is one warning naming the file (it was dropped without a word)."""
+    from pipeline.errors import KmsegWarning
+
+    data = np.zeros((20, 30), np.uint8)
+    for unit, expected in (("km", ("kilometer", (0.5, 0.25))), ("pixel", (None, (1.0, 1.0)))):
+        path = tmp_path / f"{unit}.tif"
+        tifffile.imwrite(path, data, imagej=True, resolution=(4.0, 2.0),
+                         metadata={"unit": unit})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            source = open_image(str(path))
+        assert (source.unit, source.spacing) == (expected[0], pytest.approx(expected[1]))
+    path = tmp_path / "furlong.tif"
+    tifffile.imwrite(path, data, imagej=True, resolution=(4.0, 2.0), metadata={"unit": "furlong"})
+    with pytest.warns(KmsegWarning, match=f"{path}: ImageJ unit 'furlong' is no length unit"):
+        source = open_image(str(path))
+    assert (source.unit, source.spacing) == (None, (1.0, 1.0))

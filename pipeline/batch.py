@@ -72,7 +72,6 @@ from pipeline.io.ngff import (
     label_colours,
     label_pyramid_nodes,
     labels_group_node,
-    merge_updates,
     omero_for,
 )
 from pipeline.io.pyramid import n_levels
@@ -995,12 +994,14 @@ def _write(plan: Plan, window: list[Working], executor: Executor, lazy_root: _La
         inside = int(value[-1]) if w.mask is not None and w.mask.fraction is None else None
         result = _result(config, w, np.asarray(stat), np.asarray(values),
                          warn.for_input(lines, w.job.path, paths), inside)
-        finished += held_back[id(w)]
         finished.append(Node(w.job.group or "", {"kmseg": result.metadata}, update=True))
         results[w.job.name] = result
-    # Written last, once every pixel is: each input's NGFF attributes (a viewer finds no image
-    # before) and "status": "complete", in one round trip.
-    create_nodes(lazy_root.get(), merge_updates(finished))
+    # Once every pixel is written: each input's NGFF attributes (a viewer finds no image before
+    # them), then, last, its "status": "complete" (one round trip each, in that order: a job
+    # killed between them leaves an input marked incomplete, never one marked complete
+    # without its NGFF attributes).
+    create_nodes(lazy_root.get(), [n for w, _ in computed for n in held_back[id(w)]])
+    create_nodes(lazy_root.get(), finished)
 
 
 def data_range(image: da.Array, spec: FeatureSpec, split_every: int = 16):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import zarr
 
 from pipeline import segment
@@ -91,8 +90,8 @@ def test_mean_2x2_against_float_reference(rng):
     np.testing.assert_allclose(got[1, 1], np.nanmean(image[2:4, 2:4]), rtol=1e-6)
 
 
-def test_ngff_attributes_are_held_back_and_merged_per_group():
-    from pipeline.io.ngff import Node, hold_back_ome, merge_updates
+def test_ngff_attributes_are_held_back():
+    from pipeline.io.ngff import Node, hold_back_ome
 
     nodes = [Node("", {"kmseg": {"status": "incomplete"}, "ome": {"multiscales": []}},
                   update=True),
@@ -104,9 +103,3 @@ def test_ngff_attributes_are_held_back_and_merged_per_group():
     assert [(n.path, n.attributes, n.update) for n in ome] == [
         ("", {"ome": {"multiscales": []}}, True), ("labels", {"ome": {"labels": ["clusters"]}},
                                                    True)]
-    final = merge_updates([*ome, Node("", {"kmseg": {"status": "complete"}}, update=True)])
-    assert [(n.path, n.attributes) for n in final] == [
-        ("", {"ome": {"multiscales": []}, "kmseg": {"status": "complete"}}),
-        ("labels", {"ome": {"labels": ["clusters"]}})]
-    with pytest.raises(ValueError, match="update nodes only"):
-        merge_updates([Node("labels", {})])

@@ -462,19 +462,6 @@ def hold_back_ome(nodes: Sequence[Node]) -> tuple[list[Node], list[Node]]:
     return created, ome
 
 
-def merge_updates(nodes: Sequence[Node]) -> list[Node]:
-    """``update`` nodes with one node per path, attributes merged in order (the updates of one
-    group must not run concurrently: each rewrites the group's whole document)."""
-    merged: dict[str, Node] = {}
-    for node in nodes:
-        if not node.update:
-            raise ValueError(f"merge_updates takes update nodes only, not {node.path!r}")
-        before = merged.get(node.path)
-        merged[node.path] = node if before is None else dataclasses.replace(
-            before, attributes={**before.attributes, **node.attributes})
-    return list(merged.values())
-
-
 def create_nodes(root: zarr.Group, nodes: Sequence[Node]) -> list[Any]:
     """Create ``nodes`` below ``root`` and return the lazy store task of each array node.
 

@@ -241,8 +241,13 @@ def rgb16_photo(data_dir: str, size: int = 2048, base: str = "coffee") -> str:
 def multichannel_uint16(data_dir: str, size: int = 2048) -> str:
     """A 4-channel uint16 microscopy-like image: the haematoxylin, eosin and DAB stain channels
     of scikit-image's immunohistochemistry photo (``skimage.color.rgb2hed``) plus its luminance,
-    each stretched to its 0.5-99.5 percentiles, resampled to ``size`` x ``size``, scaled to
-    0..60000 with Gaussian noise (sd 120)."""
+    each stretched to its 0.5-99.5 percentiles (to its minimum and maximum where those two are
+    equal: the eosin channel is almost all zero), resampled to ``size`` x ``size``, scaled to
+    0..60000 with Gaussian noise (sd 120).
+
+    Until 2026-11-30 the eosin stretch divided by zero, and the NaN it made spread through the
+    bilinear resampling into the haematoxylin channel too: the file ``ihc-4ch-uint16-*.npy`` of
+    the earlier results has those two channels all zero (two informative channels)."""
 
     def make() -> np.ndarray:
         from skimage.color import rgb2gray, rgb2hed
@@ -250,13 +255,16 @@ def multichannel_uint16(data_dir: str, size: int = 2048) -> str:
         ihc = photo("immunohistochemistry")
         stacked = np.concatenate([rgb2hed(ihc), rgb2gray(ihc)[..., None]], axis=-1)
         low, high = np.percentile(stacked, [0.5, 99.5], axis=(0, 1))
-        stretched = np.clip((stacked - low) / (high - low), 0, 1)
+        flat = high <= low
+        low[flat], high[flat] = stacked.min(axis=(0, 1))[flat], stacked.max(axis=(0, 1))[flat]
+        span = np.where(high > low, high - low, 1.0)
+        stretched = np.clip((stacked - low) / span, 0, 1)
         rng = np.random.default_rng(4)
         values = resized(stretched, (size, size)) * 60000.0
         values += rng.normal(0.0, 120.0, size=values.shape)
         return np.clip(np.rint(values), 0, 65535).astype(np.uint16)
 
-    return cached_npy(os.path.join(data_dir, f"ihc-4ch-uint16-{size}.npy"), make,
+    return cached_npy(os.path.join(data_dir, f"ihc-4stain-uint16-{size}.npy"), make,
                       f"{size}x{size}x4 uint16")
 
 

@@ -315,6 +315,18 @@ def test_public_api_is_still_reachable():
         pipeline.no_such_name  # noqa: B018
 
 
+def test_submodules_are_reachable_after_import_pipeline(tmp_path):
+    """The README's `pipeline.report.write_report(...)` after a bare `import pipeline` (a fresh
+    process: in this one the submodules are imported already)."""
+    code = ("import pipeline; print(pipeline.report.write_report.__name__, "
+            "pipeline.info.classes_csv.__name__, callable(pipeline.plan)); "
+            "pipeline.no_such_module")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.stdout.split() == ["write_report", "classes_csv", "True"], done.stderr
+    assert "AttributeError: module 'pipeline' has no attribute 'no_such_module'" in done.stderr
+
+
 # --- logging --------------------------------------------------------------------------------------
 
 

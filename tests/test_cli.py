@@ -227,6 +227,14 @@ def test_help_shows_every_key_with_its_description_and_default(command):
     assert len({a.help for a in actions.values()}) == len(actions)
 
 
+def test_fit_help_says_its_output_is_a_model_file():
+    """`kmseg fit -o` writes a model (JSON); its help said "output Zarr store"."""
+    help_text = _config_actions("fit")["output"].help
+    assert help_text.startswith("the model file to write (JSON)"), help_text
+    assert "Zarr" not in help_text
+    assert _config_actions("segment")["output"].help.startswith("output Zarr store")
+
+
 def test_help_text(capsys):
     assert main(["segment", "--help"]) == 0
     text = capsys.readouterr().out

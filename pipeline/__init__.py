@@ -30,6 +30,7 @@ warnings; ``redaction.py`` keeps secrets out of metadata; ``model.py`` saved mod
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # A submodule used as an attribute after `import pipeline` (the README's
+        # `pipeline.report.write_report(...)`); importing it sets the attribute.
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
 
 

@@ -93,7 +93,7 @@ def segment(
     inputs: str | np.ndarray | Sequence[str | np.ndarray],
     output: str,
     *,
-    k: int = 4,
+    k: int | str | None = None,
     model: Model | str | None = None,
     **options: Any,
 ) -> BatchResults:
@@ -106,8 +106,8 @@ def segment(
         ``(z, y, x[, c])``).
     output : str
         Output Zarr store.
-    k : int
-        Number of clusters (ignored with ``model``).
+    k : int or "auto", optional
+        Number of clusters (default 4); with a ``model`` the model's k (another is refused).
     model : Model or str, optional
         Apply this model (or model file) to every input instead of fitting.
     **options
@@ -132,9 +132,16 @@ def segment(
     if isinstance(model, str):
         options["model"] = model
         model = None
+    if model is not None and k is not None and k != model.k:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"k: {k} does not apply with a model, whose k is {model.k}; "
+                          "leave k out")
     if model is not None:
         k = model.k
-    config = build_config({**options, "inputs": names, "output": output, "k": k})
+    if k is not None:
+        options["k"] = k
+    config = build_config({**options, "inputs": names, "output": output})
     with capture(forward=True):
         return _execute(build_plan(config, sources), model)
 

@@ -85,8 +85,10 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, *, positional_inputs: bool) -> None:
-    """One flag per config key, help from the key's description; unset flags give None."""
+def _add_config_flags(parser: argparse.ArgumentParser, *, positional_inputs: bool,
+                      described_as: dict[str, str] | None = None) -> None:
+    """One flag per config key, help from the key's description (or ``described_as``, for a
+    command that uses a key otherwise); unset flags give None."""
     from pipeline.config import LIST_KEYS, config_fields, default_of
 
     group = parser.add_argument_group(
@@ -97,7 +99,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, positional_inputs: boo
             continue
         flag = "--" + name.replace("_", "-")
         names = [_SHORT[name], flag] if name in _SHORT else [flag]
-        described = info.description or name.replace("_", " ")
+        described = (described_as or {}).get(name) or info.description or name.replace("_", " ")
         text = f"{described} (default: {_show(default_of(name))})".replace("%", "%%")
         if info.annotation is bool:
             group.add_argument(
@@ -306,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub_parser("fit", "fit one model on all inputs pooled: kmseg fit INPUT... -k 4 -o "
                    "MODEL.json")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    _add_config_flags(p, positional_inputs=True)
+    _add_config_flags(p, positional_inputs=True,
+                      described_as={"output": "the model file to write (JSON)"})
     common(p)
     p.set_defaults(func=cmd_fit)
 

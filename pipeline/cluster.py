@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import shutil
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -131,6 +132,7 @@ def start_cluster(spec: Mapping[str, Any]) -> Iterator[Any]:
         factory = LocalCluster
     else:
         factory = cluster_class(kind)
+        _check_submit_command(kind, factory)
     with _refused_keys(kind):
         cluster = factory(**options)
     try:
@@ -139,6 +141,27 @@ def start_cluster(spec: Mapping[str, Any]) -> Iterator[Any]:
         yield cluster
     finally:
         cluster.close()
+
+
+def _check_submit_command(kind: str, factory: Any) -> None:
+    """Refuse a batch-system block (dask-jobqueue) whose submit command is not on ``PATH``.
+
+    dask-jobqueue submits the worker jobs in the background: a missing ``sbatch`` (kmseg run
+    outside the cluster's login nodes) is only a traceback in its log, and the job would then
+    wait for workers for ever.
+
+    Raises
+    ------
+    ConfigError
+        Naming the kind and the command.
+    """
+    command = getattr(getattr(factory, "job_cls", None), "submit_command", None)
+    program = command.split()[0] if isinstance(command, str) and command.split() else None
+    if program is not None and shutil.which(program) is None:
+        raise ConfigError(
+            f"cluster: the {kind} cluster submits worker jobs with {program}, which is not on "
+            "this machine's PATH; run kmseg on a node of the batch system (a login node)"
+        )
 
 
 def _check_local_keys(options: Mapping[str, Any]) -> None:

@@ -645,9 +645,32 @@ def build_config(*layers: Mapping[str, Any], environ: Mapping[str, str] | None =
             merged[key] = value
             where[key] = names.get(key, key)
     try:
-        return JobConfig(**merged)
+        config = JobConfig(**merged)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, where)) from None
+    if "k" in merged and config.model:
+        _check_k_against_model(config, where["k"])
+    return config
+
+
+def _check_k_against_model(config: JobConfig, where: str) -> None:
+    """Refuse a ``k`` given in any layer that is not the model's (the model decides k).
+
+    Only here are the layers known: a ``k`` equal to the default's value but typed out
+    (``-k 4``) would otherwise be ignored without a word.
+
+    Raises
+    ------
+    ConfigError
+        Naming where ``k`` came from (``k``, ``KMSEG_K``, ``job.yaml: k``) and the model's k;
+        or the model file cannot be read.
+    """
+    from pipeline.model import Model
+
+    model_k = Model.load(config.model).k
+    if config.k != model_k:
+        raise ConfigError(f"{where}: {config.k} does not apply with a model, whose k is "
+                          f"{model_k}; leave k out")
 
 
 def describe_errors(exc: ValidationError, where: Mapping[str, str] | None = None) -> str:

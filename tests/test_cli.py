@@ -227,6 +227,14 @@ def test_help_shows_every_key_with_its_description_and_default(command):
     assert len({a.help for a in actions.values()}) == len(actions)
 
 
+def test_fit_help_says_its_output_is_a_model_file():
+    """`kmseg fit -o` writes a model (JSON); its help said "output Zarr store"."""
+    help_text = _config_actions("fit")["output"].help
+    assert help_text.startswith("the model file to write (JSON)"), help_text
+    assert "Zarr" not in help_text
+    assert _config_actions("segment")["output"].help.startswith("output Zarr store")
+
+
 def test_help_text(capsys):
     assert main(["segment", "--help"]) == 0
     text = capsys.readouterr().out
@@ -313,6 +321,18 @@ def test_public_api_is_still_reachable():
     assert isinstance(pipeline.__version__, str)
     with pytest.raises(AttributeError):
         pipeline.no_such_name  # noqa: B018
+
+
+def test_submodules_are_reachable_after_import_pipeline(tmp_path):
+    """The README's `pipeline.report.write_report(...)` after a bare `import pipeline` (a fresh
+    process: in this one the submodules are imported already)."""
+    code = ("import pipeline; print(pipeline.report.write_report.__name__, "
+            "pipeline.info.classes_csv.__name__, callable(pipeline.plan)); "
+            "pipeline.no_such_module")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.stdout.split() == ["write_report", "classes_csv", "True"], done.stderr
+    assert "AttributeError: module 'pipeline' has no attribute 'no_such_module'" in done.stderr
 
 
 # --- logging --------------------------------------------------------------------------------------

@@ -136,3 +136,54 @@ def test_k_given_with_a_model_is_refused(tmp_path, capsys):
         assert f"k: {k} does not apply with a model, whose k is 2" in capsys.readouterr().err
     assert main(["segment", str(tmp_path / "a.png"), "--model", str(model),
                  "-o", str(tmp_path / "o.zarr"), "-q"]) == 0
+
+
+def test_k_given_with_a_model_is_refused_even_at_the_default_value(tmp_path, capsys,
+                                                                   monkeypatch):
+    """`-k 4` (the default's value, typed out) with a k=3 model was silently ignored: the
+    README says a k that differs from the model's is refused, wherever it is given."""
+    from PIL import Image
+
+    import pipeline
+    from pipeline.cli import main
+
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    image[:, 10:20] = (200, 30, 40)
+    image[:, 20:] = (20, 200, 40)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    model = str(tmp_path / "m.json")
+    assert main(["fit", str(tmp_path / "a.png"), "-k", "3", "-o", model, "-q"]) == 0
+    job = tmp_path / "job.yaml"
+    job.write_text(f"inputs: [{tmp_path / 'a.png'}]\noutput: {tmp_path / 'y.zarr'}\nk: 4\n"
+                   f"model: {model}\n")
+    cases = [
+        (["segment", str(tmp_path / "a.png"), "--model", model, "-k", "4",
+          "-o", str(tmp_path / "f.zarr"), "-q"], {}, "k: 4 does not apply"),
+        (["segment", str(tmp_path / "a.png"), "--model", model, "--set", "k=4",
+          "-o", str(tmp_path / "s.zarr"), "-q"], {}, "k: 4 does not apply"),
+        (["segment", str(tmp_path / "a.png"), "--model", model,
+          "-o", str(tmp_path / "e.zarr"), "-q"], {"KMSEG_K": "4"}, "KMSEG_K: 4 does not apply"),
+        (["run", str(job), "-q"], {}, f"{job}: k: 4 does not apply"),
+    ]
+    for argv, environ, message in cases:
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and "whose k is 3" in err[0], err
+        for name in environ:
+            monkeypatch.delenv(name)
+    assert not any((tmp_path / n).exists() for n in ("f.zarr", "s.zarr", "e.zarr", "y.zarr"))
+    # The model's own k, or none at all, is fine, from the CLI and from Python.
+    assert main(["segment", str(tmp_path / "a.png"), "--model", model, "-k", "3",
+                 "-o", str(tmp_path / "ok.zarr"), "-q"]) == 0
+    [result] = pipeline.segment(str(tmp_path / "a.png"), str(tmp_path / "py.zarr"), model=model,
+                                quiet=True)
+    assert result.k == 3 and sorted(result.counts) == [200, 200, 200]
+    with pytest.raises(ConfigError, match="k: 4 does not apply with a model, whose k is 3"):
+        pipeline.segment(str(tmp_path / "a.png"), str(tmp_path / "py4.zarr"), k=4, model=model,
+                         quiet=True)
+    with pytest.raises(ConfigError, match="k: 4 does not apply with a model, whose k is 3"):
+        pipeline.segment(str(tmp_path / "a.png"), str(tmp_path / "py4.zarr"), k=4,
+                         model=Model.load(model), quiet=True)

@@ -397,3 +397,26 @@ def test_a_batch_page_shows_a_bounded_number_of_images_in_full(tmp_path, monkeyp
     assert "The first 2 of the 4 images are shown in full" in page
     assert f"kmseg report {out}/NAME" in page
     assert page.count('href="#image-') == 2  # rows link to sections that exist only
+
+
+def test_a_small_input_is_enlarged_pixel_for_pixel_like_its_recoloured_image() -> None:
+    """A 64x64 input was enlarged with Lanczos (blurred edges, ringing) beside the recoloured
+    image enlarged by nearest neighbour: with k equal to its distinct values the two looked
+    different although they are equal. Enlarging keeps the pixels; only reducing smooths."""
+    from pipeline.report.data import Plane
+    from pipeline.report.page import DISPLAY_MAX, DISPLAY_MIN, _fit
+
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[::2, ::2] = (250, 10, 10)  # every pixel differs from its neighbours
+    rgb[1::2, 1::2] = (10, 250, 10)
+    plane = Plane("image", rgb, np.ones((64, 64), np.uint8), rgb, (1.0, 1.0))
+    enlarged = _fit(rgb, plane, DISPLAY_MAX, True)
+    factor = enlarged.shape[0] // 64
+    assert enlarged.shape == (64 * factor, 64 * factor, 3) and 64 * factor >= DISPLAY_MIN
+    assert np.array_equal(enlarged, rgb.repeat(factor, 0).repeat(factor, 1))
+    # Reducing a large picture still smooths (a mean of the checkerboard's colours appears).
+    large = np.tile(rgb, (20, 20, 1))
+    reduced = _fit(large, Plane("image", large, np.ones(large.shape[:2], np.uint8), large,
+                                (1.0, 1.0)), DISPLAY_MAX, True)
+    assert max(reduced.shape[:2]) == DISPLAY_MAX
+    assert len(np.unique(reduced.reshape(-1, 3), axis=0)) > 3

@@ -160,7 +160,9 @@ def _recoloured_channels(image: ImageData, plane: Plane, channels: list[int]) ->
 def _fit(rgb: np.ndarray, plane: Plane, longest: int, smooth: bool) -> np.ndarray:
     """Resize a picture to its physical aspect ratio, its longer side at most ``longest``.
 
-    Small pictures are enlarged by a whole factor to about :data:`DISPLAY_MIN` pixels.
+    Small pictures are enlarged by a whole factor to about :data:`DISPLAY_MIN` pixels, pixel for
+    pixel; ``smooth`` (Lanczos) applies only when a picture is reduced, so that an enlarged
+    input shows the same pixels as the recoloured image and labels beside it.
     """
     side = max(rgb.shape[:2])
     if side < DISPLAY_MIN and longest > DISPLAY_MIN:
@@ -168,7 +170,8 @@ def _fit(rgb: np.ndarray, plane: Plane, longest: int, smooth: bool) -> np.ndarra
     shape = physical_shape(rgb.shape[:2], plane.spacing, min(longest, side))
     if shape == rgb.shape[:2]:
         return rgb
-    method = Image.Resampling.LANCZOS if smooth else Image.Resampling.NEAREST
+    reducing = shape[0] < rgb.shape[0] or shape[1] < rgb.shape[1]
+    method = Image.Resampling.LANCZOS if smooth and reducing else Image.Resampling.NEAREST
     return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), method))
 
 

@@ -184,6 +184,25 @@ def test_a_jobqueue_block_without_cores_is_one_config_line(monkeypatch):
     assert "\n" not in str(info.value)
 
 
+def test_a_batch_system_without_its_submit_command_is_one_config_line(tmp_path, monkeypatch,
+                                                                        capsys):
+    """`--cluster configs/cluster-slurm.yaml` on a machine without sbatch printed
+    dask-jobqueue's traceback and then waited for workers for ever."""
+    pytest.importorskip("dask_jobqueue")
+    image = tmp_path / "a.npy"
+    np.save(image, np.arange(64 * 64, dtype=np.uint8).reshape(64, 64))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-batch-system"))
+    for kind, command in [("slurm", "sbatch"), ("pbs", "qsub")]:
+        out = tmp_path / f"{kind}.zarr"
+        block = f"{{kind: {kind}, cores: 1, memory: 1GiB, scale: {{jobs: 1}}, wait_for_workers: 1}}"
+        assert main(["segment", str(image), "-k", "2", "-o", str(out), "-q",
+                     "--cluster", block]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "Traceback" not in err[0], err
+        assert f"the {kind} cluster submits worker jobs with {command}" in err[0]
+        assert not out.exists()
+
+
 @pytest.mark.parametrize("kind, module", [("slurm", "dask_jobqueue"),
                                           ("kubernetes", "dask_kubernetes.operator"),
                                           ("gateway", "dask_gateway")])

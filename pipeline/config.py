@@ -251,7 +251,7 @@ class JobConfig:
     @classmethod
     def _an_output(cls, value: str) -> str:
         if not value:
-            raise ValueError("no output given (-o OUT.zarr)")
+            raise ValueError("no output given (-o OUT.zarr; for kmseg fit, -o MODEL.json)")
         return value
 
     @field_validator("k", mode="before")

@@ -528,3 +528,10 @@ def test_a_mistyped_option_gets_the_closest_one(argv, hint, capsys):
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("kmseg: error: unrecognized arguments: ")
     assert (hint in line) if hint else ("did you mean" not in line)
+
+
+def test_fit_without_output_names_the_model_file(tiny_image, capsys):
+    """`kmseg fit` without -o: the line names what -o takes for fit (it said -o OUT.zarr)."""
+    assert main(["fit", str(tiny_image), "-k", "2"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("kmseg: error: output: no output given") and "-o MODEL.json" in line

@@ -22,9 +22,10 @@ Where each stage lives (a job runs them top to bottom):
 
 Around them: ``cli.py`` the ``kmseg`` command; ``api.py`` the Python API; ``config.py`` the
 typed job configuration and its layers; ``outputs.py`` and ``lock.py`` where kmseg may write
-(never overwriting what it did not create); ``errors.py`` and ``warn.py`` one-line errors and
-warnings; ``redaction.py`` keeps secrets out of metadata; ``model.py`` saved models;
-``info.py`` and ``report/`` describe an output; ``demo.py`` and ``samples.py`` bundled images.
+(never overwriting what it did not create), ``sigterm.py`` clean-up on SIGTERM; ``errors.py``
+and ``warn.py`` one-line errors and warnings; ``redaction.py`` keeps secrets out of metadata;
+``model.py`` saved models; ``info.py`` and ``report/`` describe an output; ``demo.py`` and
+``samples.py`` bundled images.
 """
 
 from __future__ import annotations

@@ -18,10 +18,11 @@ import logging
 import os
 import sys
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import pipeline
+from pipeline import sigterm
 from pipeline.errors import KmsegError, one_line
 from pipeline.warn import capture
 
@@ -433,32 +434,6 @@ class Terminated(KeyboardInterrupt):
     released, a batch's unfinished groups removed, the output left marked incomplete."""
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread.
-
-    Python's default for SIGTERM ends the process at once: no ``finally`` clause runs, so the
-    lock file stays (the next run takes it over with a warning) and nothing is said. Changed
-    only in the main thread and only where SIGTERM has its default action.
-    """
-    import signal
-    import threading
-
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status (0 success, 1 failure, 2 bad input/usage,
     3 some inputs of a batch failed with ``on_error: continue``, 130 interrupted (Ctrl-C), 141
@@ -502,7 +477,10 @@ def _main(argv: Sequence[str] | None) -> int:
     setup_logging(verbose, quiet=bool(getattr(args, "quiet", False)))
     # Every warning, kmseg's or a library's, as one `kmseg: warning: ...` line, recorded in
     # the output metadata of the input it names.
-    terminate = _terminate_as_interrupt() if is_command else contextlib.nullcontext()
+    # SIGTERM stops the command's job as Ctrl-C does (Python's default ends it at once, no
+    # clean-up: the lock file stays and nothing is said).
+    terminate = sigterm.raising(lambda signum: Terminated()) if is_command else (
+        contextlib.nullcontext())
     with capture(echo=True, forward=False), terminate:
         try:
             return int(args.func(args))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import sigterm
 from pipeline.errors import OutputError
 
 #: Image shape (y, x) of the tiny inputs: more than one pyramid level (the larger side over
@@ -417,7 +418,8 @@ def precompile(
     # imported, during the first job (the file system's clock, ns).
     since = _now_ns()
     started = time.perf_counter()
-    with _exit_on_terminate():
+    # SIGTERM ends with status 143 after the temporary folder is removed.
+    with sigterm.raising(lambda signum: SystemExit(128 + signum)):
         folder = Path(tempfile.mkdtemp(prefix="kmseg-compile-"))
         try:
             results = _run_kinds(kinds, folder, progress)
@@ -452,28 +454,3 @@ def _run_kinds(
     return results
 
 
-@contextmanager
-def _exit_on_terminate() -> Iterator[None]:
-    """Inside the block, SIGTERM raises ``SystemExit(143)`` (128 + the signal's number).
-
-    Python's default for SIGTERM ends the process at once, so ``finally`` clauses (here the
-    removal of the temporary folder) would not run. Changed only in the main thread (where
-    Python runs signal handlers) and only where SIGTERM has its default action (a program's
-    own handler is left alone).
-    """
-    import signal
-    import threading
-
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -476,27 +476,27 @@ def _(w: Workspace) -> Run:
     return Run(segment(str(path), "-k", "2", "-o", w.out), (str(path),))
 
 
+def _cluster_job(w: Workspace, block: str, *named: str) -> Run:
+    """``kmseg run`` of a job file whose ``cluster:`` block is ``block``; the error line names
+    ``named`` (the job file itself when empty)."""
+    job = w.inputs / "job.yaml"
+    job.write_text(f"input: {w.image()}\noutput: {w.out}\ncluster: {block}\n")
+    return Run(["run", str(job), "-q"], named or (str(job),))
+
+
 @case("cluster-local-n_workers-not-a-number")
 def _(w: Workspace) -> Run:
-    job = w.inputs / "job.yaml"
-    job.write_text(f"input: {w.image()}\noutput: {w.out}\n"
-                   "cluster: {kind: local, n_workers: two}\n")
-    return Run(["run", str(job), "-q"], ("cluster",))
+    return _cluster_job(w, "{kind: local, n_workers: two}", "cluster")
 
 
 @case("cluster-local-unknown-key")
 def _(w: Workspace) -> Run:
-    job = w.inputs / "job.yaml"
-    job.write_text(f"input: {w.image()}\noutput: {w.out}\n"
-                   "cluster: {kind: local, processes: false, n_worker: 1}\n")
-    return Run(["run", str(job), "-q"], ("n_worker",))
+    return _cluster_job(w, "{kind: local, processes: false, n_worker: 1}", "n_worker")
 
 
 @case("cluster-block-without-kind")
 def _(w: Workspace) -> Run:
-    job = w.inputs / "job.yaml"
-    job.write_text(f"input: {w.image()}\noutput: {w.out}\ncluster: {{type: local}}\n")
-    return Run(["run", str(job), "-q"], (str(job),))
+    return _cluster_job(w, "{type: local}")
 
 
 @case("jpeg-named-tif")

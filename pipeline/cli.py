@@ -37,32 +37,47 @@ _LOGGERS = ("pipeline", "kmseg")
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (and exit status 2)."""
 
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> Any:
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):
             message += self._closest_options(message.split(":", 1)[1].split())
         self.exit(2, f"kmseg: error: {message} (see {self.prog} --help)\n")
 
     def _closest_options(self, given: list[str]) -> str:
-        """``"; did you mean --overwrite?"`` for mistyped options (``--overwite``), else ``""``.
+        """``"; did you mean --overwrite?"`` for mistyped options (``--overwite``), or which
+        commands take an option the given command does not (``kmseg fit --report``); else
+        ``""``.
 
-        The options of this parser and of its subcommands are the candidates (Python 3.11's
+        The candidates are the options of the command given and of this parser (Python 3.11's
         argparse suggests none).
         """
         import difflib
 
-        known: set[str] = set()
-        parsers: list[argparse.ArgumentParser] = [self]
-        while parsers:
-            parser = parsers.pop()
-            known.update(parser._option_string_actions)
-            for action in parser._actions:
-                if isinstance(action, argparse._SubParsersAction):
-                    parsers.extend(action.choices.values())
+        commands = {name: parser for action in self._actions
+                    if isinstance(action, argparse._SubParsersAction)
+                    for name, parser in action.choices.items()}
+        command = next((a for a in getattr(self, "_given", []) if a in commands), None)
+        known = set(self._option_string_actions)
+        if command is not None:
+            known.update(commands[command]._option_string_actions)
+        else:
+            for parser in commands.values():
+                known.update(parser._option_string_actions)
         hints = []
         for arg in given:
             option = arg.split("=", 1)[0]
-            if option.startswith("--"):
-                hints += difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.75)
+            if not option.startswith("--") or option in known:
+                continue
+            others = [name for name, parser in commands.items()
+                      if option in parser._option_string_actions]
+            if others:
+                return (f"; {option} is an option of kmseg {' and '.join(others)}, not of kmseg "
+                        f"{command}")
+            hints += difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.75)
         return f"; did you mean {' or '.join(dict.fromkeys(hints))}?" if hints else ""
 
 
@@ -86,17 +101,23 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+#: Config keys that mean nothing to ``kmseg fit`` (it writes a model file, not a Zarr store, and
+#: makes the model rather than using one): it has no flags for them.
+FIT_IGNORES = frozenset({"pyramid_levels", "report", "model", "shared_model", "batch_processes"})
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, *, positional_inputs: bool,
-                      described_as: dict[str, str] | None = None) -> None:
-    """One flag per config key, help from the key's description (or ``described_as``, for a
-    command that uses a key otherwise); unset flags give None."""
+                      described_as: dict[str, str] | None = None,
+                      without: frozenset[str] = frozenset()) -> None:
+    """One flag per config key but those ``without``, help from the key's description (or
+    ``described_as``, for a command that uses a key otherwise); unset flags give None."""
     from pipeline.config import LIST_KEYS, config_fields, default_of
 
     group = parser.add_argument_group(
         "configuration keys (each also a YAML key, a KMSEG_<KEY> variable and --set KEY=VALUE)"
     )
     for name, info in config_fields().items():
-        if name == "inputs" and positional_inputs:
+        if (name == "inputs" and positional_inputs) or name in without:
             continue
         flag = "--" + name.replace("_", "-")
         names = [_SHORT[name], flag] if name in _SHORT else [flag]
@@ -309,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub_parser("fit", "fit one model on all inputs pooled: kmseg fit INPUT... -k 4 -o "
                    "MODEL.json")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    _add_config_flags(p, positional_inputs=True,
+    _add_config_flags(p, positional_inputs=True, without=FIT_IGNORES,
                       described_as={"output": "the model file to write (JSON)"})
     common(p)
     p.set_defaults(func=cmd_fit)

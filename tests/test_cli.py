@@ -535,3 +535,19 @@ def test_fit_without_output_names_the_model_file(tiny_image, capsys):
     assert main(["fit", str(tiny_image), "-k", "2"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("kmseg: error: output: no output given") and "-o MODEL.json" in line
+
+
+def test_fit_has_no_flags_for_keys_it_ignores(tiny_image, tmp_path, capsys):
+    """`kmseg fit` writes a model, not a store: --report, --pyramid-levels, --model ... were
+    accepted and ignored without a word. They are refused, naming the commands that take them."""
+    model = tmp_path / "m.json"
+    assert main(["fit", str(tiny_image), "-k", "2", "-o", str(model), "--report"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == ("kmseg: error: unrecognized arguments: --report; --report is an option of "
+                    "kmseg segment and run, not of kmseg fit (see kmseg --help)")
+    assert not model.exists()
+    help_text = build_parser()._subparsers._group_actions[0].choices["fit"].format_help()
+    for flag in ("--report", "--pyramid-levels", "--model", "--shared-model",
+                 "--batch-processes"):
+        assert flag not in help_text
+    assert "--batch-inputs" in help_text and "--overwrite" in help_text

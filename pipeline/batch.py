@@ -830,7 +830,7 @@ def _fit(window: list[Working], config: JobConfig, executor: Executor) -> None:
     )
     summary_s = time.perf_counter() - t0
     live = [w for w in _live(window) if id(w) in summaries]
-    if not _is_batch(window):
+    if live and not _is_batch(window):  # none live: the input's error says why
         described = ", ".join(f"{w.job.name} ({w.engine.name})" for w in live)
         log.info("fitting k=%s: %s", config.k, described)
 

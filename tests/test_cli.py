@@ -551,3 +551,15 @@ def test_fit_has_no_flags_for_keys_it_ignores(tiny_image, tmp_path, capsys):
                  "--batch-processes"):
         assert flag not in help_text
     assert "--batch-inputs" in help_text and "--overwrite" in help_text
+
+
+def test_an_input_failing_before_the_fit_gets_no_empty_fitting_line(tmp_path, capsys):
+    """A single input that fails before its fit (no pixel with data) printed 'fitting k=3: '
+    with no name before its error line."""
+    path = tmp_path / "nan.npy"
+    np.save(path, np.full((8, 8), np.nan, np.float32))
+    assert main(["segment", str(path), "-k", "3", "-o", str(tmp_path / "o.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "fitting" not in err
+    assert err.strip().splitlines()[-1] == (f"kmseg: error: {path}: no pixel has data "
+                                            "(no data: NaN or infinite value)")

@@ -88,12 +88,31 @@ def _is_dicom_folder(path: str) -> bool:
     return any(is_dicom_file(os.path.join(path, n)) for n in unknown)
 
 
+#: What a file's first bytes say it holds: (format, suffix to give it, test of the first
+#: bytes). The readers recognise files by them, and a misnamed file's error names what it holds.
+SIGNATURES: tuple[tuple[str, str, Callable[[bytes], bool]], ...] = (
+    ("TIFF", ".tif", lambda head: head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")),
+    ("PNG", ".png", lambda head: head[:8] == PNG_SIGNATURE),
+    ("JPEG", ".jpg", lambda head: head[:3] == b"\xff\xd8\xff"),
+    ("BMP", ".bmp", lambda head: head[:2] == b"BM"),
+    ("NumPy", ".npy", lambda head: head[:6] == b"\x93NUMPY"),
+    ("DICOM", ".dcm", lambda head: head[128:132] == b"DICM"),
+    ("gzip-compressed", ".nii.gz (if NIfTI)", lambda head: head[:2] == b"\x1f\x8b"),
+)
+
+
+def _holds(*formats: str) -> Callable[[bytes], bool]:
+    """Whether a file's first bytes are those of one of ``formats`` (names in SIGNATURES)."""
+    tests = [test for name, _, test in SIGNATURES if name in formats]
+    return lambda head: any(test(head) for test in tests)
+
+
 TIFF = ReaderEntry(
     "tiff",
     (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".btf", ".tf2", ".tf8", ".svs",
      ".ndpi"),
     lambda path, o: open_tiff(path, level=o.level, series=o.series, options=o),
-    magic=lambda head: head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"),
+    magic=_holds("TIFF"),
     levels=True,
     series=True,
 )
@@ -109,12 +128,11 @@ RASTER = ReaderEntry(
     "raster",
     (".png", ".jpeg", ".jpg", ".jpe", ".bmp"),
     lambda path, o: open_raster(path, options=o),
-    magic=lambda head: head[:8] == PNG_SIGNATURE or head[:3] == b"\xff\xd8\xff"
-    or head[:2] == b"BM",
+    magic=_holds("PNG", "JPEG", "BMP"),
 )
 NPY = ReaderEntry(
     "npy", (".npy",), lambda path, o: open_npy(path, options=o),
-    magic=lambda head: head[:6] == b"\x93NUMPY",
+    magic=_holds("NumPy"),
 )
 # NIfTI needs its suffix: nibabel chooses the image class by it.
 NIFTI = ReaderEntry("nifti", (".nii.gz", ".nii"), lambda path, o: open_nifti(path, options=o))
@@ -122,7 +140,7 @@ DICOM = ReaderEntry(
     "dicom",
     (".dcm", ".dicom"),
     lambda path, o: _open_dicom(path, o),
-    magic=lambda head: head[128:132] == b"DICM",
+    magic=_holds("DICOM"),
     folder=_is_dicom_folder,
     series=True,
 )
@@ -177,19 +195,6 @@ def open_image(path: str, options: ReadOptions | None = None, **kwargs: Any) -> 
                                f"in {suffix}") from None
 
 
-#: What a file's first bytes say it holds, for a file whose suffix names another format:
-#: (test, format, suffix to rename it to).
-_CONTENTS: tuple[tuple[Callable[[bytes], bool], str, str], ...] = (
-    (lambda head: head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"), "TIFF", ".tif"),
-    (lambda head: head[:8] == PNG_SIGNATURE, "PNG", ".png"),
-    (lambda head: head[:3] == b"\xff\xd8\xff", "JPEG", ".jpg"),
-    (lambda head: head[:2] == b"BM", "BMP", ".bmp"),
-    (lambda head: head[:6] == b"\x93NUMPY", "NumPy", ".npy"),
-    (lambda head: head[128:132] == b"DICM", "DICOM", ".dcm"),
-    (lambda head: head[:2] == b"\x1f\x8b", "gzip-compressed", ".nii.gz (if NIfTI)"),
-)
-
-
 def _other_content(path: str, entry: ReaderEntry) -> tuple[str, str] | None:
     """``(format, suffix)`` of what a misnamed file holds (``("JPEG", ".jpg")`` for JPEG data
     named ``.tif``), or None when its first bytes name no other format than its suffix."""
@@ -202,7 +207,7 @@ def _other_content(path: str, entry: ReaderEntry) -> tuple[str, str] | None:
         return None
     if entry.magic is not None and entry.magic(head):
         return None
-    return next(((name, suffix) for test, name, suffix in _CONTENTS if test(head)), None)
+    return next(((name, suffix) for name, suffix, test in SIGNATURES if test(head)), None)
 
 
 def reader_for(path: str) -> ReaderEntry:

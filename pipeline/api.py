@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import JobConfig, build_config, default_of
+from pipeline.config import JobConfig, build_config, check_k_against_model, default_of
 from pipeline.execution import open_executor
 from pipeline.model import Model
 from pipeline.plan import BatchResults, Plan, SegmentationResult, build_plan
@@ -132,11 +132,8 @@ def segment(
     if isinstance(model, str):
         options["model"] = model
         model = None
-    if model is not None and k is not None and k != model.k:
-        from pipeline.errors import ConfigError
-
-        raise ConfigError(f"k: {k} does not apply with a model, whose k is {model.k}; "
-                          "leave k out")
+    if model is not None and k is not None:
+        check_k_against_model(k, model.k, "k")
     if model is not None:
         k = model.k
     if k is not None:

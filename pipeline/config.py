@@ -649,28 +649,25 @@ def build_config(*layers: Mapping[str, Any], environ: Mapping[str, str] | None =
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, where)) from None
     if "k" in merged and config.model:
-        _check_k_against_model(config, where["k"])
+        # Only here are the layers known: a k equal to the default's value but typed out
+        # (-k 4) would otherwise be ignored without a word.
+        from pipeline.model import Model
+
+        check_k_against_model(config.k, Model.load(config.model).k, where["k"])
     return config
 
 
-def _check_k_against_model(config: JobConfig, where: str) -> None:
-    """Refuse a ``k`` given in any layer that is not the model's (the model decides k).
-
-    Only here are the layers known: a ``k`` equal to the default's value but typed out
-    (``-k 4``) would otherwise be ignored without a word.
+def check_k_against_model(k: int | str, model_k: int, where: str) -> None:
+    """Refuse a ``k`` that is given with a model and is not the model's (the model decides k).
 
     Raises
     ------
     ConfigError
-        Naming where ``k`` came from (``k``, ``KMSEG_K``, ``job.yaml: k``) and the model's k;
-        or the model file cannot be read.
+        Naming where ``k`` came from (``k``, ``KMSEG_K``, ``job.yaml: k``) and the model's k.
     """
-    from pipeline.model import Model
-
-    model_k = Model.load(config.model).k
-    if config.k != model_k:
-        raise ConfigError(f"{where}: {config.k} does not apply with a model, whose k is "
-                          f"{model_k}; leave k out")
+    if k != model_k:
+        raise ConfigError(f"{where}: {k} does not apply with a model, whose k is {model_k}; "
+                          "leave k out")
 
 
 def describe_errors(exc: ValidationError, where: Mapping[str, str] | None = None) -> str:

@@ -260,6 +260,18 @@ def cache_error(exc: BaseException) -> OutputError | None:
                        "at a writable folder")
 
 
+@contextmanager
+def _cache_errors() -> Iterator[None]:
+    """Inside the block, numba's "cannot cache" error becomes :func:`cache_error`'s line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        error = cache_error(exc)
+        if error is None:
+            raise
+        raise error from None
+
+
 def check_cache_dir() -> None:
     """Check that ``NUMBA_CACHE_DIR``, where set, can be created and written.
 
@@ -407,13 +419,8 @@ def precompile(
     from pipeline import compile_notice
 
     compile_notice.silence()
-    try:
+    with _cache_errors():
         import pipeline.api  # noqa: F401  (imports at start-up are no part of any kind's time)
-    except RuntimeError as exc:
-        error = cache_error(exc)
-        if error is None:
-            raise
-        raise error from None
     # Files written from now on; the folders are known only once the kernels' modules are
     # imported, during the first job (the file system's clock, ns).
     since = _now_ns()
@@ -439,14 +446,8 @@ def _run_kinds(
     results = []
     for kind in kinds:
         t0 = time.perf_counter()
-        try:
-            with _count_compilations() as compiled:
-                _segment(kind, folder)
-        except RuntimeError as exc:
-            error = cache_error(exc)
-            if error is None:
-                raise
-            raise error from None
+        with _cache_errors(), _count_compilations() as compiled:
+            _segment(kind, folder)
         result = KindResult(kind, time.perf_counter() - t0, len(compiled))
         results.append(result)
         if progress is not None:

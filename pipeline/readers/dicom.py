@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,20 +175,28 @@ def single_file_series(folder: str) -> list[str] | None:
     """The DICOM files of ``folder`` when it holds several series of one file each (a folder of
     radiographs or mammograms: every file its own image), else ``None``.
 
+    Headers are read only until two files share a series (a CT or MR series folder: usually the
+    second file), so a series folder is not scanned twice.
+
     Raises
     ------
     InputError
         A file with a DICOM suffix that cannot be read as DICOM, or no DICOM file at all.
     """
-    groups = _series_groups(folder)
-    if len(groups) < 2 or any(len(files) > 1 for files in groups.values()):
-        return None
-    return sorted(os.path.join(folder, files[0][0]) for files in groups.values())
+    seen: dict[str, str] = {}
+    for name, header in _folder_headers(folder):
+        uid = str(header[0].get("SeriesInstanceUID", ""))
+        if uid in seen:
+            return None
+        seen[uid] = name
+    if not seen:
+        raise InputError(folder, "the folder holds no DICOM image")
+    return sorted(os.path.join(folder, name) for name in seen.values()) if len(seen) > 1 else None
 
 
-def _series_groups(folder: str) -> dict[str, list[tuple[str, tuple[Dataset, Any]]]]:
-    """The DICOM files directly in ``folder`` with their headers, by SeriesInstanceUID."""
-    groups: dict[str, list[tuple[str, tuple[Dataset, Any]]]] = {}
+def _folder_headers(folder: str) -> Iterator[tuple[str, tuple[Dataset, Any]]]:
+    """Name and header of each DICOM file directly in ``folder``, by name (other files, such as
+    notes and thumbnails, are skipped)."""
     for name in sorted(os.listdir(folder)):
         full = os.path.join(folder, name)
         if name.startswith(".") or not os.path.isfile(full):
@@ -197,11 +206,16 @@ def _series_groups(folder: str) -> dict[str, list[tuple[str, tuple[Dataset, Any]
         except InputError:
             if name.lower().endswith(_SUFFIXES):
                 raise
-            continue  # not DICOM: notes, thumbnails, ...
+            continue
         if header is not None:
-            groups.setdefault(str(header[0].get("SeriesInstanceUID", "")), []).append(
-                (name, header)
-            )
+            yield name, header
+
+
+def _series_groups(folder: str) -> dict[str, list[tuple[str, tuple[Dataset, Any]]]]:
+    """The DICOM files directly in ``folder`` with their headers, by SeriesInstanceUID."""
+    groups: dict[str, list[tuple[str, tuple[Dataset, Any]]]] = {}
+    for name, header in _folder_headers(folder):
+        groups.setdefault(str(header[0].get("SeriesInstanceUID", "")), []).append((name, header))
     if not groups:
         raise InputError(folder, "the folder holds no DICOM image")
     return groups
